@@ -1,0 +1,47 @@
+# flagops: every target installs what it needs on a fresh machine (Python 3.11+, Go, bash).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.PHONY: help
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## create .venv with flagops and its dev tools
+
+.PHONY: controlplane
+controlplane: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (cached)
+	bash hack/controlplane/build.sh
+
+.PHONY: cluster
+cluster: venv ## start the local control plane (reuses a running one); prints the KUBECONFIG export
+	@$(BIN)/python -m flagops.devcluster up
+
+.PHONY: cluster-down
+cluster-down: venv ## stop the local control plane, leaving no process behind
+	@$(BIN)/python -m flagops.devcluster down
+
+.PHONY: lint
+lint: venv ## ruff and mypy --strict
+	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check operator tests
+	$(BIN)/mypy
+
+.PHONY: test
+test: venv controlplane lint ## everything CI runs: lint, unit and e2e tests on a real control plane
+	$(BIN)/pytest
+
+.PHONY: demo
+demo: venv controlplane ## start the local control plane and show flagops at work
+	bash hack/demo.sh

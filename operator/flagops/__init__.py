@@ -1,0 +1,1 @@
+"""flagops: feature flags and validated, timed rollbacks as Kubernetes custom resources."""

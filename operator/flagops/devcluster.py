@@ -1,0 +1,665 @@
+"""A real Kubernetes control plane on loopback, for the demo, the e2e tests and `make cluster`.
+
+etcd, kube-apiserver (client-certificate admin, RBAC, default admission plugins),
+kube-controller-manager and kube-scheduler are the real components, built from their Go
+modules by hack/controlplane/build.sh; kwok stands in for kubelets, so nodes turn Ready
+and pods Running without containers. Everything binds to 127.0.0.1 on free ports.
+
+Two ways to own the processes:
+- `ControlPlane.start(bound_to_caller=True)`: the components die with the calling
+  process (PR_SET_PDEATHSIG), so a test run killed with SIGKILL leaves nothing behind;
+- `python -m flagops.devcluster up|down|status`: a detached cluster whose pids and ports
+  live in `<workdir>/state.json`, so `up` is idempotent and `down` stops it from anywhere.
+
+This module is development tooling: the operator never imports it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import ctypes
+import datetime
+import ipaddress
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from kubernetes import client, config
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
+KWOK_STAGES = REPO_ROOT / "hack" / "controlplane" / "kwok" / "stages.yaml"
+DEFAULT_WORKDIR = REPO_ROOT / ".cluster"
+
+# Stop order: dependents first, etcd last.
+COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+NODE_NAMES = ("kwok-node-0", "kwok-node-1")
+SERVICE_CIDR = "10.96.0.0/16"
+
+
+class ControlPlaneError(RuntimeError):
+    """A component failed to build, start or become ready; the message names its log."""
+
+
+@dataclass
+class State:
+    """What `down` and `status` need to find a running cluster again."""
+
+    workdir: str
+    kubeconfig: str
+    ports: dict[str, int]
+    pids: dict[str, int] = field(default_factory=dict)
+    started_at: float = 0.0
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+
+def build_binaries(*, quiet: bool = False) -> dict[str, Path]:
+    """Build (or reuse from the cache) every component; returns name -> binary path."""
+    if not shutil.which("go"):
+        raise ControlPlaneError("Go is not on PATH: the control plane is built from Go modules")
+    stderr = subprocess.DEVNULL if quiet else None
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--print-paths"],
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise ControlPlaneError(f"{BUILD_SCRIPT} failed with exit code {out.returncode}")
+    paths = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    return {name: Path(path) for name, path in paths.items()}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); it is gone for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it when the process that started it dies."""
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _wait_for(what: str, probe: Callable[[], bool], *, deadline: float, log: Path | None = None) -> None:
+    """Poll `probe` until it is true; past the deadline, fail with the log's last lines."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        with contextlib.suppress(Exception):
+            if probe():
+                return
+        time.sleep(0.2)
+    raise ControlPlaneError(f"{what} not ready within {deadline:.0f}s{_log_tail(log)}")
+
+
+def _log_tail(log: Path | None, lines: int = 15) -> str:
+    if log is None or not log.exists():
+        return ""
+    tail = log.read_text(errors="replace").splitlines()[-lines:]
+    return f"; see {log}:\n" + "\n".join(f"    {line}" for line in tail)
+
+
+class Pki:
+    """One CA; the admin client certificate doubles as the serving certificate (as kwokctl does)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.ca_crt = directory / "ca.crt"
+        self.admin_crt = directory / "admin.crt"
+        self.admin_key = directory / "admin.key"
+        self.sa_key = directory / "sa.key"
+        self.sa_pub = directory / "sa.pub"
+
+    def ensure(self) -> None:
+        if all(p.exists() for p in (self.ca_crt, self.admin_crt, self.admin_key, self.sa_key)):
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        now = datetime.datetime.now(datetime.UTC)
+        valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365))
+
+        def key() -> rsa.RSAPrivateKey:
+            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+        def pem_key(k: rsa.RSAPrivateKey) -> bytes:
+            return k.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.TraditionalOpenSSL,
+                serialization.NoEncryption(),
+            )
+
+        ca_key = key()
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flagops-dev-ca")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        admin_key = key()
+        sans: list[x509.GeneralName] = [
+            x509.DNSName(name)
+            for name in (
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            )
+        ]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1", "10.96.0.1")]
+        admin = (
+            x509.CertificateBuilder()
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, "flagops-admin"),
+                    ]
+                )
+            )
+            .issuer_name(ca_name)
+            .public_key(admin_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(valid[0])
+            .not_valid_after(valid[1])
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        sa_key = key()
+        self.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.admin_crt.write_bytes(admin.public_bytes(serialization.Encoding.PEM))
+        self.admin_key.write_bytes(pem_key(admin_key))
+        self.sa_key.write_bytes(pem_key(sa_key))
+        self.sa_pub.write_bytes(
+            sa_key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        for private in (self.admin_key, self.sa_key):
+            private.chmod(0o600)
+
+
+def kubeconfig_yaml(server: str, ca_pem: bytes, user: dict[str, str], *, name: str) -> str:
+    """A self-contained kubeconfig (JSON is valid YAML, and needs no YAML library)."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "flagops-dev",
+                "cluster": {
+                    "server": server,
+                    "certificate-authority-data": base64.b64encode(ca_pem).decode(),
+                },
+            }
+        ],
+        "users": [{"name": name, "user": user}],
+        "contexts": [{"name": name, "context": {"cluster": "flagops-dev", "user": name}}],
+        "current-context": name,
+    }
+    return json.dumps(config, indent=2) + "\n"
+
+
+class ControlPlane:
+    def __init__(self, workdir: Path = DEFAULT_WORKDIR) -> None:
+        self.workdir = workdir.resolve()
+        self.pki = Pki(self.workdir / "pki")
+        self.logs = self.workdir / "logs"
+        self.kubeconfig = self.workdir / "kubeconfig"
+        self.state_file = self.workdir / "state.json"
+        self.state: State | None = None
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(
+        self, *, bound_to_caller: bool, binaries: dict[str, Path] | None = None, deadline: float = 60.0
+    ) -> State:
+        """Start every component and wait until nodes are Ready; cleans up on failure."""
+        binaries = binaries or build_binaries()
+        if self.state_file.exists():
+            self.stop()
+        # Every start is a fresh cluster: stale etcd data would leak objects between runs.
+        for stale in ("etcd", "logs", "kubeconfig"):
+            path = self.workdir / stale
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        self.logs.mkdir(parents=True)
+        self.pki.ensure()
+        ports = {
+            name: _free_port()
+            for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
+        }
+        self.state = State(
+            workdir=str(self.workdir),
+            kubeconfig=str(self.kubeconfig),
+            ports=ports,
+            started_at=time.time(),
+        )
+        self.kubeconfig.write_text(
+            kubeconfig_yaml(
+                self.state.server,
+                self.pki.ca_crt.read_bytes(),
+                {
+                    "client-certificate-data": base64.b64encode(self.pki.admin_crt.read_bytes()).decode(),
+                    "client-key-data": base64.b64encode(self.pki.admin_key.read_bytes()).decode(),
+                },
+                name="flagops-admin",
+            )
+        )
+        started = time.monotonic()
+        try:
+            for name in COMPONENTS:
+                self._launch(name, binaries[name], self._args(name, ports), bound_to_caller)
+                self._save_state()
+                self._wait_ready(name, deadline)
+            for node in NODE_NAMES:
+                self._create_node(node)
+            _wait_for(
+                "fake nodes",
+                lambda: all(self._node_ready(n) for n in NODE_NAMES),
+                deadline=deadline,
+                log=self.logs / "kwok.log",
+            )
+            _wait_for(
+                "default ServiceAccount (kube-controller-manager)",
+                lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
+                deadline=deadline,
+                log=self.logs / "kube-controller-manager.log",
+            )
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self.state
+
+    def stop(self, *, grace: float = 10.0) -> None:
+        """Stop every component (SIGTERM, then SIGKILL) and wait until each is gone."""
+        state = self.state or self._load_state()
+        pids = dict(state.pids) if state else {}
+        for name in reversed(COMPONENTS):
+            pid = pids.get(name)
+            if pid is None:
+                continue
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGTERM)
+            end = time.monotonic() + grace
+            while _pid_alive(pid) and time.monotonic() < end:
+                self._reap(name)
+                time.sleep(0.05)
+            if _pid_alive(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(pid, signal.SIGKILL)
+                while _pid_alive(pid):
+                    self._reap(name)
+                    time.sleep(0.05)
+            self._reap(name)
+        self._procs.clear()
+        self.state = None
+        with contextlib.suppress(FileNotFoundError):
+            self.state_file.unlink()
+
+    def running(self) -> State | None:
+        """The recorded cluster, if all its processes live and the API server is ready."""
+        state = self._load_state()
+        if state is None or set(state.pids) != set(COMPONENTS):
+            return None
+        if not all(_pid_alive(pid) for pid in state.pids.values()):
+            return None
+        self.state = state
+        try:
+            return state if self._healthy("/readyz") else None
+        except OSError:
+            return None
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _args(self, name: str, ports: dict[str, int]) -> list[str]:
+        pki, kubeconfig = self.pki, str(self.kubeconfig)
+        etcd_url = f"http://127.0.0.1:{ports['etcd']}"
+        common_component = [
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+            "--authorization-always-allow-paths=/healthz,/readyz,/livez,/metrics",
+            f"--cert-dir={self.workdir / 'certs' / name}",
+        ]
+        match name:
+            case "etcd":
+                peer = f"http://127.0.0.1:{ports['etcd-peer']}"
+                return [
+                    "--name=flagops",
+                    f"--data-dir={self.workdir / 'etcd'}",
+                    f"--listen-client-urls={etcd_url}",
+                    f"--advertise-client-urls={etcd_url}",
+                    f"--listen-peer-urls={peer}",
+                    f"--initial-advertise-peer-urls={peer}",
+                    f"--initial-cluster=flagops={peer}",
+                    # A throwaway cluster: durability buys nothing and fsync costs seconds.
+                    "--unsafe-no-fsync=true",
+                    "--quota-backend-bytes=8589934592",
+                    "--auto-compaction-retention=1",
+                    "--log-level=warn",
+                ]
+            case "kube-apiserver":
+                return [
+                    f"--etcd-servers={etcd_url}",
+                    "--bind-address=127.0.0.1",
+                    "--advertise-address=127.0.0.1",
+                    f"--secure-port={ports['apiserver']}",
+                    f"--cert-dir={self.workdir / 'certs' / name}",
+                    f"--tls-cert-file={pki.admin_crt}",
+                    f"--tls-private-key-file={pki.admin_key}",
+                    f"--client-ca-file={pki.ca_crt}",
+                    "--authorization-mode=Node,RBAC",
+                    f"--service-account-key-file={pki.sa_pub}",
+                    f"--service-account-signing-key-file={pki.sa_key}",
+                    "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                    # Loopback is no valid endpoint for the `kubernetes` Service; nothing
+                    # in-cluster dials it here, so do not reconcile it.
+                    "--endpoint-reconciler-type=none",
+                    "--allow-privileged=true",
+                    "--profiling=false",
+                ]
+            case "kube-controller-manager":
+                return [
+                    *common_component,
+                    f"--secure-port={ports['controller-manager']}",
+                    f"--root-ca-file={pki.ca_crt}",
+                    f"--service-account-private-key-file={pki.sa_key}",
+                    "--use-service-account-credentials=true",
+                    # kwok heartbeats every 20-45 s (kwokctl uses the same grace period).
+                    "--node-monitor-grace-period=3m20s",
+                    f"--service-cluster-ip-range={SERVICE_CIDR}",
+                ]
+            case "kube-scheduler":
+                return [*common_component, f"--secure-port={ports['scheduler']}"]
+            case "kwok":
+                return [
+                    f"--kubeconfig={kubeconfig}",
+                    f"--config={KWOK_STAGES}",
+                    "--manage-all-nodes=true",
+                    "--cidr=10.244.0.1/16",
+                    "--node-ip=10.0.0.1",
+                    f"--server-address=127.0.0.1:{ports['kwok']}",
+                    f"--tls-cert-file={pki.admin_crt}",
+                    f"--tls-private-key-file={pki.admin_key}",
+                    "--node-lease-duration-seconds=200",
+                ]
+        raise ValueError(name)
+
+    def _launch(self, name: str, binary: Path, args: list[str], bound_to_caller: bool) -> None:
+        assert self.state is not None
+        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
+        env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.uname().machine} if name == "etcd" else None
+        proc = subprocess.Popen(
+            [str(binary), *args],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            cwd=self.workdir,
+            env=env,
+        )
+        log.close()
+        self._procs[name] = proc
+        self.state.pids[name] = proc.pid
+
+    def _wait_ready(self, name: str, deadline: float) -> None:
+        assert self.state is not None
+        ports, log = self.state.ports, self.logs / f"{name}.log"
+        proc = self._procs[name]
+
+        def alive() -> None:
+            if proc.poll() is not None:
+                raise ControlPlaneError(f"{name} exited with code {proc.returncode}{_log_tail(log)}")
+
+        def probe() -> bool:
+            alive()
+            match name:
+                case "etcd":
+                    url = f"http://127.0.0.1:{ports['etcd']}/health"
+                    with urllib.request.urlopen(url, timeout=2) as resp:
+                        return bool(json.load(resp).get("health") == "true")
+                case "kube-apiserver":
+                    return self._healthy("/readyz")
+                case "kube-controller-manager" | "kube-scheduler":
+                    port = ports["controller-manager" if name == "kube-controller-manager" else "scheduler"]
+                    insecure = ssl.create_default_context()
+                    insecure.check_hostname = False
+                    insecure.verify_mode = ssl.CERT_NONE  # self-signed serving cert, local only
+                    with urllib.request.urlopen(
+                        f"https://127.0.0.1:{port}/healthz", timeout=2, context=insecure
+                    ) as resp:
+                        return bool(resp.status == 200)
+                case _:
+                    return _port_open(ports["kwok"])
+
+        try:
+            _wait_for(name, probe, deadline=deadline, log=log)
+        except ControlPlaneError:
+            alive()
+            raise
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
+        ctx.load_cert_chain(str(self.pki.admin_crt), str(self.pki.admin_key))
+        return ctx
+
+    def _healthy(self, path: str) -> bool:
+        assert self.state is not None
+        with urllib.request.urlopen(self.state.server + path, timeout=2, context=self._ssl()) as resp:
+            return bool(resp.status == 200)
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        assert self.state is not None
+        req = urllib.request.Request(
+            self.state.server + path,
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10, context=self._ssl()) as resp:
+            return json.load(resp)
+
+    def _get(self, path: str) -> Any:
+        try:
+            return self._request("GET", path)
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    def _create_node(self, name: str) -> None:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {
+                    "kubernetes.io/hostname": name,
+                    "kubernetes.io/os": "linux",
+                    "kubernetes.io/arch": "amd64",
+                    "type": "kwok",
+                },
+            },
+            # No taint: ordinary pods (the demo's, the tests') schedule without tolerations.
+            "spec": {},
+            "status": {
+                "allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+                "capacity": {"cpu": "32", "memory": "256Gi", "pods": "110"},
+            },
+        }
+        self._request("POST", "/api/v1/nodes", node)
+
+    def _node_ready(self, name: str) -> bool:
+        node = self._get(f"/api/v1/nodes/{name}")
+        conditions = (node or {}).get("status", {}).get("conditions", [])
+        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+    def _reap(self, name: str) -> None:
+        proc = self._procs.get(name)
+        if proc is not None:
+            proc.poll()
+
+    def _save_state(self) -> None:
+        assert self.state is not None
+        self.state_file.write_text(json.dumps(asdict(self.state), indent=2) + "\n")
+
+    def _load_state(self) -> State | None:
+        try:
+            return State(**json.loads(self.state_file.read_text()))
+        except (FileNotFoundError, ValueError, TypeError):
+            return None
+
+
+def serviceaccount_kubeconfig(
+    admin_kubeconfig: Path, namespace: str, name: str, path: Path, *, seconds: int = 24 * 3600
+) -> Path:
+    """Mint a token (TokenRequest) for a ServiceAccount and write a kubeconfig that uses it,
+    so a process runs with exactly the RBAC bound to that account. Works on any cluster
+    the admin kubeconfig reaches, not only on this harness's."""
+    api = config.new_client_from_config(str(admin_kubeconfig))  # type: ignore[no-untyped-call]
+    try:
+        request = client.AuthenticationV1TokenRequest(
+            spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=seconds)
+        )
+        answer = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+        token = str(answer.status.token) if answer.status else ""
+        conf = api.configuration
+        ca_pem = Path(conf.ssl_ca_cert).read_bytes()
+    finally:
+        api.close()
+    if not token:
+        raise ControlPlaneError(f"the API server issued no token for {namespace}/{name}")
+    path.write_text(kubeconfig_yaml(str(conf.host), ca_pem, {"token": token}, name=f"{namespace}-{name}"))
+    path.chmod(0o600)
+    return path
+
+
+@contextlib.contextmanager
+def running_cluster(workdir: Path) -> Iterator[ControlPlane]:
+    """A cluster for the life of the `with` block, bound to this process."""
+    plane = ControlPlane(workdir)
+    plane.start(bound_to_caller=True)
+    try:
+        yield plane
+    finally:
+        plane.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flagops.devcluster", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args(argv)
+    plane = ControlPlane(args.workdir)
+    try:
+        match args.command:
+            case "build":
+                build_binaries()
+            case "up":
+                state = plane.running()
+                if state is not None:
+                    print(f"control plane already running at {state.server}", file=sys.stderr)
+                else:
+                    binaries = build_binaries()
+                    state = plane.start(bound_to_caller=False, binaries=binaries)
+                    print(
+                        f"control plane up at {state.server} in {plane.startup_seconds:.1f}s "
+                        f"(logs: {plane.logs})",
+                        file=sys.stderr,
+                    )
+                print(f"export KUBECONFIG={state.kubeconfig}")
+            case "down":
+                had = plane._load_state() is not None
+                plane.stop()
+                print("control plane stopped" if had else "no control plane was running", file=sys.stderr)
+            case "status":
+                state = plane.running()
+                if state is None:
+                    print("not running", file=sys.stderr)
+                    return 1
+                print(f"running at {state.server}; export KUBECONFIG={state.kubeconfig}")
+    except ControlPlaneError as err:
+        print(f"devcluster: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""FeatureFlagSet: a team's flags, reconciled into a ConfigMap the workloads consume."""
+
+from __future__ import annotations
+
+import datetime
+from enum import StrEnum
+
+from pydantic import Field
+
+from flagops.models.common import (
+    CONDITIONS_EXTRA,
+    Condition,
+    FlagName,
+    Model,
+    ObjectName,
+    cel,
+)
+
+MAX_FLAGS = 128
+MAX_REQUIRES = 8
+MAX_WORKLOADS = 16
+
+
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFUL_SET = "StatefulSet"
+    DAEMON_SET = "DaemonSet"
+
+
+class WorkloadRef(Model):
+    kind: WorkloadKind = Field(
+        default=WorkloadKind.DEPLOYMENT, description="Deployment, StatefulSet or DaemonSet."
+    )
+    name: ObjectName = Field(description="Name of the workload, in the set's namespace.")
+
+
+class Flag(Model):
+    model_config = Model.model_config | {
+        "json_schema_extra": {
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.requires) || !(self.name in self.requires)",
+                    "a flag cannot require itself",
+                    messageExpression="'flag ' + self.name + ' requires itself: remove it from its requires'",
+                )
+            ]
+        }
+    }
+
+    name: FlagName = Field(
+        description="Flag name, usable as an environment variable: upper case, digits, underscores."
+    )
+    enabled: bool = Field(default=False, description="Whether the flag is on.")
+    safe_value: bool = Field(
+        default=False, description="The value a rollback restores (the known-good state)."
+    )
+    description: str = Field(default="", max_length=4096, description="What the flag changes.")
+    owner: str = Field(default="", max_length=253, description="Who owns the flag (team or person).")
+    stage: str = Field(
+        default="", max_length=63, description="Rollout stage the flag belongs to, e.g. 21_01a."
+    )
+    rollback_impact: str = Field(
+        default="", max_length=4096, description="What a rollback of this flag does to users and data."
+    )
+    requires: list[FlagName] = Field(
+        default_factory=list,
+        max_length=MAX_REQUIRES,
+        description="Flags of this set that must be enabled before this one takes effect.",
+    )
+    workloads: list[WorkloadRef] = Field(
+        default_factory=list,
+        max_length=MAX_WORKLOADS,
+        description="Workloads in this namespace that consume the flag and restart when it changes.",
+    )
+
+
+class RolloutStrategy(StrEnum):
+    RESTART = "Restart"
+    NONE = "None"
+
+
+class RolloutPolicy(Model):
+    strategy: RolloutStrategy = Field(
+        default=RolloutStrategy.RESTART,
+        description="Restart: rolling-restart the workloads of changed flags. "
+        "None: write the ConfigMap only (for apps that reload flags.json themselves).",
+    )
+    max_parallel: int = Field(
+        default=1, ge=1, le=100, description="How many workloads restart at the same time."
+    )
+    timeout_seconds: int = Field(
+        default=600, ge=1, le=86400, description="How long one workload's rollout may take."
+    )
+
+
+class FeatureFlagSetSpec(Model):
+    flags: list[Flag] = Field(
+        default_factory=list,
+        max_length=MAX_FLAGS,
+        description="The flags, keyed by name.",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(f, self.exists_one(g, g.name == f.name))",
+                    "flag names must be unique within a set: rename or merge the duplicate",
+                ),
+                cel(
+                    "self.all(f, !has(f.requires) || f.requires.all(r, self.exists(g, g.name == r)))",
+                    "requires must name flags of this set: add the missing flag or fix the name",
+                ),
+            ],
+        },
+    )
+    config_map: ObjectName | None = Field(
+        default=None, description="Name of the ConfigMap to write; defaults to the set's name."
+    )
+    rollout: RolloutPolicy = Field(
+        default_factory=RolloutPolicy, description="How workloads are restarted when flags change."
+    )
+
+
+class Override(Model):
+    flag: FlagName = Field(description="The flag held by a rollback.")
+    value: bool = Field(description="The value served while the override holds.")
+    held_by: ObjectName = Field(description="The RollbackRequest holding the override.")
+    since: datetime.datetime = Field(description="When the override took effect.")
+
+
+class WorkloadState(StrEnum):
+    PENDING = "Pending"
+    PROGRESSING = "Progressing"
+    READY = "Ready"
+    FAILED = "Failed"
+    MISSING = "Missing"
+    CONFLICT = "Conflict"
+
+
+class WorkloadStatus(Model):
+    kind: WorkloadKind = Field(description="Kind of the workload.")
+    name: str = Field(description="Name of the workload.")
+    flags: list[str] = Field(default_factory=list, description="The flags it consumes.")
+    flags_hash: str = Field(
+        default="", description="sha256 of the effective values of its flags (the pod-template annotation)."
+    )
+    state: WorkloadState = Field(description="Pending, Progressing, Ready, Failed, Missing or Conflict.")
+    message: str = Field(default="", description="Details of the state.")
+    restarted_at: datetime.datetime | None = Field(
+        default=None, description="When flagops last patched the workload to restart it."
+    )
+    ready_at: datetime.datetime | None = Field(
+        default=None, description="When that rollout completed."
+    )
+
+
+class FlagStatus(Model):
+    name: str = Field(description="The flag.")
+    value: bool = Field(description="The value served now.")
+    last_changed_at: datetime.datetime = Field(description="When the served value last changed.")
+
+
+class ConfigMapStatus(Model):
+    name: str = Field(description="Name of the ConfigMap.")
+    hash: str = Field(default="", description="sha256 of its data as last written.")
+
+
+class ApplyTimings(Model):
+    started_at: datetime.datetime | None = Field(
+        default=None, description="When the last change was picked up."
+    )
+    config_map_written_at: datetime.datetime | None = Field(
+        default=None, description="When the ConfigMap was written."
+    )
+    rollouts_completed_at: datetime.datetime | None = Field(
+        default=None, description="When every restarted workload finished its rollout."
+    )
+    config_map_seconds: float | None = Field(
+        default=None, description="Seconds from pick-up to ConfigMap written."
+    )
+    rollout_seconds: float | None = Field(
+        default=None, description="Seconds from pick-up to rollouts complete."
+    )
+
+
+class FeatureFlagSetStatus(Model):
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation this status describes."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready, Progressing, Degraded and Overridden.",
+        json_schema_extra=CONDITIONS_EXTRA,
+    )
+    effective: dict[str, bool] = Field(
+        default_factory=dict, description="Flag -> value actually served, after overrides and prerequisites."
+    )
+    overrides: list[Override] = Field(
+        default_factory=list, description="Flags held at their safe value by RollbackRequests."
+    )
+    config_map: ConfigMapStatus | None = Field(default=None, description="The ConfigMap written.")
+    workloads: list[WorkloadStatus] = Field(
+        default_factory=list, description="Each consuming workload and its restart."
+    )
+    flags: list[FlagStatus] = Field(default_factory=list, description="Per-flag served value and last change.")
+    last_apply: ApplyTimings | None = Field(default=None, description="Timings of the last applied change.")
+    flag_count: int | None = Field(default=None, description="Number of flags (printer column).")
+    enabled_count: int | None = Field(default=None, description="Number of flags served as enabled.")
+    override_count: int | None = Field(default=None, description="Number of flags held by rollbacks.")

@@ -1,0 +1,229 @@
+"""Carries out a FeatureFlagSet's decisions: ConfigMap, restarts, status.
+
+Each pass reads the set fresh from the API server, decides with flagops.reconcile.flagset
+and writes only what differs, so a pass is idempotent and safe to repeat after a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from flagops import conditions as c
+from flagops import kube
+from flagops.controller.events import EventRecorder
+from flagops.models.common import ConditionStatus
+from flagops.models.flagset import (
+    FeatureFlagSetSpec,
+    FeatureFlagSetStatus,
+    Override,
+    WorkloadState,
+    WorkloadStatus,
+)
+from flagops.reconcile import flagset as logic
+
+logger = logging.getLogger(__name__)
+
+FLAGSETS = kube.Resource("flagops.io", "v1alpha1", "featureflagsets")
+# While rollouts run, look again this often even without a watch event (deadlines).
+PROGRESS_RECHECK_SECONDS = 5.0
+
+Clock = Callable[[], datetime.datetime]
+# Decides whether an override is still in force: (namespace, override) -> bool.
+OverrideCheck = Callable[[str, Override], Awaitable[bool]]
+
+
+def utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def parse_status(raw: dict[str, Any] | None) -> FeatureFlagSetStatus:
+    """The recorded status; a status this version cannot read counts as none, not a crash."""
+    try:
+        return FeatureFlagSetStatus.model_validate(raw or {})
+    except ValidationError:
+        logger.warning("ignoring an unreadable FeatureFlagSet status: %s", raw)
+        return FeatureFlagSetStatus()
+
+
+def validation_message(err: ValidationError) -> str:
+    return "; ".join(
+        f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors(include_url=False)
+    )
+
+
+async def _always_in_force(namespace: str, override: Override) -> bool:
+    return True
+
+
+class FlagSetReconciler:
+    def __init__(self, client: kube.Kube, recorder: EventRecorder, *, clock: Clock = utcnow,
+                 override_in_force: OverrideCheck = _always_in_force) -> None:
+        self._kube = client
+        self._events = recorder
+        self._clock = clock
+        self._override_in_force = override_in_force
+        # A set's status has two writers (this reconciler and rollbacks adding overrides):
+        # both hold the set's lock in this process; resourceVersion guards across processes.
+        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+
+    def lock(self, namespace: str, name: str) -> asyncio.Lock:
+        return self._locks.setdefault((namespace, name), asyncio.Lock())
+
+    def forget(self, namespace: str, name: str) -> None:
+        lock = self._locks.get((namespace, name))
+        if lock is not None and not lock.locked():
+            del self._locks[(namespace, name)]
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        """One pass; returns seconds until the set wants another look, or None."""
+        async with self.lock(namespace, name):
+            return await self._reconcile(namespace, name)
+
+    async def _reconcile(self, namespace: str, name: str) -> float | None:
+        body = await self._kube.get(FLAGSETS.path(namespace, name))
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None  # the ConfigMap goes with it (ownerReference)
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        now = self._clock()
+        previous = parse_status(body.get("status"))
+
+        try:
+            spec = FeatureFlagSetSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            await self._write_invalid(body, previous, validation_message(err), generation, now)
+            return None
+
+        overrides = [o for o in previous.overrides if await self._override_in_force(namespace, o)]
+        resolution = logic.resolve(spec, overrides)
+        cm_name = spec.config_map or name
+        desired = logic.desired_configmap(namespace, name, meta["uid"], cm_name, resolution.values)
+        cm_hash: str | None = desired["metadata"]["annotations"][logic.HASH_ANNOTATION]
+        conflict = await self._apply_configmap(body, desired)
+        if conflict:
+            cm_hash = None
+            workloads = previous.workloads
+        else:
+            workloads = await self._apply_restarts(body, spec, resolution, previous, now)
+
+        status = logic.build_status(
+            generation=generation,
+            previous=previous,
+            resolution=resolution,
+            overrides=[o for o in overrides if o.flag in resolution.values],
+            cm_name=cm_name,
+            cm_hash=cm_hash,
+            cm_conflict=conflict,
+            workloads=workloads,
+            strategy=spec.rollout.strategy,
+            now=now,
+        )
+        await self._write_status(body, status)
+        await self._announce(body, previous, status)
+        if any(w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING) for w in workloads):
+            return PROGRESS_RECHECK_SECONDS
+        return None
+
+    async def _apply_configmap(self, body: dict[str, Any], desired: dict[str, Any]) -> str | None:
+        """Create or update the set's ConfigMap; a conflict message if it is someone else's."""
+        namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
+        path = kube.CONFIGMAPS.path(namespace, cm_name)
+        existing = await self._kube.get(path)
+        if existing is None:
+            await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
+            return None
+        if not logic.owned_by(existing, body["metadata"]["uid"]):
+            owner = next(iter(existing["metadata"].get("ownerReferences") or []), None)
+            whose = f"owned by {owner['kind']} {owner['name']}" if owner else "not created by this set"
+            return (
+                f"ConfigMap {cm_name} already exists and is {whose}; flagops never overwrites it. "
+                "Delete or rename that ConfigMap, or set spec.configMap to a free name"
+            )
+        patch = logic.configmap_patch(existing, desired)
+        if patch is not None:
+            await self._kube.patch(path, patch)
+        return None
+
+    async def _apply_restarts(self, body: dict[str, Any], spec: FeatureFlagSetSpec,
+                              resolution: logic.Resolution, previous: FeatureFlagSetStatus,
+                              now: datetime.datetime) -> list[WorkloadStatus]:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        targets = logic.workload_targets(spec, resolution.values)
+        fetched = await asyncio.gather(
+            *(self._kube.get(kube.WORKLOADS[t.kind].path(namespace, t.name)) for t in targets)
+        )
+        plan = logic.plan_workloads(
+            targets,
+            {t.key: obj for t, obj in zip(targets, fetched, strict=True)},
+            previous.workloads,
+            set_name=name,
+            strategy=spec.rollout.strategy,
+            max_parallel=spec.rollout.max_parallel,
+            timeout_seconds=spec.rollout.timeout_seconds,
+            now=now,
+        )
+        statuses = {(str(w.kind), w.name): w for w in plan.statuses}
+        results = await asyncio.gather(
+            *(self._restart(body, target) for target in plan.restart), return_exceptions=True
+        )
+        for target, result in zip(plan.restart, results, strict=True):
+            if isinstance(result, kube.ApiError) and result.not_found:
+                statuses[target.key] = statuses[target.key].model_copy(
+                    update={"state": WorkloadState.MISSING, "restarted_at": None,
+                            "message": f"{target.kind} {target.name} disappeared before its restart"}
+                )
+            elif isinstance(result, BaseException):
+                raise result
+        return [statuses[t.key] for t in targets]
+
+    async def _restart(self, body: dict[str, Any], target: logic.WorkloadTarget) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        # A merge patch of two annotations carries no resourceVersion, so it cannot 409.
+        await self._kube.patch(
+            kube.WORKLOADS[target.kind].path(namespace, target.name), logic.restart_patch(name, target.hash)
+        )
+        logger.info("restarting %s %s/%s for flags %s", target.kind, namespace, target.name, ",".join(target.flags))
+        await self._events.emit(
+            body, reason="RestartingWorkload", action="Restart",
+            note=f"Restarting {target.kind} {target.name}: its flags ({', '.join(target.flags)}) changed",
+        )
+
+    async def _write_status(self, body: dict[str, Any], status: FeatureFlagSetStatus) -> None:
+        new = status.to_api()
+        patch = logic.merge_patch(body.get("status") or {}, new)
+        if not patch:
+            return
+        meta = body["metadata"]
+        await self._kube.patch(
+            FLAGSETS.path(meta["namespace"], meta["name"], "status"),
+            # The resourceVersion makes this a compare-and-swap: a concurrent writer gets a 409.
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+        )
+
+    async def _write_invalid(self, body: dict[str, Any], previous: FeatureFlagSetStatus, message: str,
+                             generation: int, now: datetime.datetime) -> None:
+        conds = previous.conditions
+        for type_, status in ((c.READY, ConditionStatus.FALSE), (c.DEGRADED, ConditionStatus.TRUE)):
+            conds = c.set_condition(conds, type_, status, c.INVALID_SPEC, message, now=now, generation=generation)
+        conds = c.set_condition(conds, c.PROGRESSING, ConditionStatus.FALSE, c.INVALID_SPEC,
+                                "nothing applied until the spec is fixed", now=now, generation=generation)
+        status = previous.model_copy(update={"conditions": conds, "observed_generation": generation})
+        await self._write_status(body, status)
+
+    async def _announce(self, body: dict[str, Any], before: FeatureFlagSetStatus,
+                        after: FeatureFlagSetStatus) -> None:
+        """An Event when Ready or Degraded changes reason, so `kubectl describe` tells the story."""
+        for type_ in (c.DEGRADED, c.READY):
+            old, new = c.find(before.conditions, type_), c.find(after.conditions, type_)
+            if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
+                continue
+            if type_ == c.DEGRADED and new.status == ConditionStatus.TRUE:
+                await self._events.emit(body, reason=new.reason, note=new.message, action="Reconcile", warning=True)
+            elif type_ == c.READY and new.status == ConditionStatus.TRUE:
+                await self._events.emit(body, reason=new.reason, note=new.message, action="Reconcile")

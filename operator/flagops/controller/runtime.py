@@ -1,0 +1,110 @@
+"""The controller: a work queue fed by kopf's watch events, drained by a few workers.
+
+kopf watches (and re-lists after disconnects); its handlers only enqueue keys. Workers
+run the reconcilers, which read objects fresh, so a burst of events for one object costs
+one pass, and a pass that fails is retried with backoff instead of being lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flagops import kube
+from flagops.controller.events import EventRecorder
+from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.queue import WorkQueue
+
+logger = logging.getLogger(__name__)
+
+KeyKind = Literal["FeatureFlagSet"]
+
+
+@dataclass(frozen=True)
+class Key:
+    kind: KeyKind
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}"
+
+
+@dataclass
+class WorkloadIndex:
+    """Which sets consume which workloads, so a workload's event wakes its sets."""
+
+    _by_set: dict[tuple[str, str], set[tuple[str, str]]] = field(default_factory=dict)
+
+    def update(self, namespace: str, set_name: str, spec: Any) -> None:
+        refs: set[tuple[str, str]] = set()
+        flags = spec.get("flags") if isinstance(spec, dict) else None
+        for flag in flags if isinstance(flags, list) else []:
+            for ref in (flag.get("workloads") or []) if isinstance(flag, dict) else []:
+                if isinstance(ref, dict) and isinstance(ref.get("name"), str):
+                    refs.add((str(ref.get("kind") or "Deployment"), ref["name"]))
+        self._by_set[(namespace, set_name)] = refs
+
+    def remove(self, namespace: str, set_name: str) -> None:
+        self._by_set.pop((namespace, set_name), None)
+
+    def sets_for(self, namespace: str, kind: str, name: str) -> list[str]:
+        return [s for (ns, s), refs in self._by_set.items() if ns == namespace and (kind, name) in refs]
+
+
+class Controller:
+    def __init__(self, client: kube.Kube, *, workers: int = 4) -> None:
+        self.kube = client
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.events = EventRecorder(client)
+        self.flagsets = FlagSetReconciler(client, self.events)
+        self.workloads = WorkloadIndex()
+        self._workers = workers
+        self.reconciles = 0
+        self.reconcile_errors = 0
+
+    def enqueue(self, key: Key) -> None:
+        self.queue.add(key)
+
+    async def run(self) -> None:
+        tasks = [asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}") for i in range(self._workers)]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.queue.close()
+
+    async def _worker(self, number: int) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.monotonic()
+            try:
+                again = await self._reconcile(key)
+            except kube.ApiError as err:
+                self.reconcile_errors += 1
+                delay = self.queue.failed(key)
+                level = logging.INFO if err.conflict else logging.WARNING
+                logger.log(level, "%s: %s; retrying in %.1fs", key, err, delay)
+            except Exception:
+                self.reconcile_errors += 1
+                delay = self.queue.failed(key)
+                logger.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
+            else:
+                self.queue.succeeded(key)
+                if again is not None:
+                    self.queue.add_after(key, again)
+            finally:
+                self.reconciles += 1
+                self.queue.done(key)
+                logger.debug("%s reconciled by worker %d in %.3fs", key, number, time.monotonic() - started)
+
+    async def _reconcile(self, key: Key) -> float | None:
+        match key.kind:
+            case "FeatureFlagSet":
+                return await self.flagsets.reconcile(key.namespace, key.name)
+        raise AssertionError(key)

@@ -1,0 +1,78 @@
+"""Thin kopf handlers: every watch event becomes a key on the controller's queue.
+
+No decision is made here. Handlers are registered on an explicit registry (not kopf's
+global one), so tests and the CLI build an operator without import side effects.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from flagops.controller.runtime import Controller, Key
+from flagops.models.common import GROUP, VERSION
+from flagops.reconcile.flagset import SET_ANNOTATION
+
+PREFIX = GROUP
+
+
+def settings(*, namespaced: bool) -> kopf.OperatorSettings:
+    """kopf settings chosen on purpose; see the comments."""
+    s = kopf.OperatorSettings()
+    # Progress and the diff base live in annotations under our prefix, never in status:
+    # the status schema is strict, and Argo CD ignores annotations it does not manage.
+    s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Only event handlers are registered, so kopf adds no finalizer; name ours anyway.
+    s.persistence.finalizer = f"{PREFIX}/finalizer"
+    # Watches end server-side every 10 minutes and are re-established; a stalled
+    # connection is noticed by kopf's bookmark-based inactivity timeout (70 s).
+    s.watching.server_timeout = 600
+    s.watching.client_timeout = 660
+    s.watching.connect_timeout = 10
+    s.networking.request_timeout = 60
+    # flagops posts its own Events (with reasons a user can act on); kopf's would
+    # repeat log lines, which may carry details not meant for Events.
+    s.posting.enabled = False
+    # In namespaced mode, do not list namespaces or CRDs cluster-wide (no RBAC for it).
+    s.scanning.disabled = namespaced
+    return s
+
+
+def _template_set(body: kopf.Body) -> str | None:
+    annotations = body.get("spec", {}).get("template", {}).get("metadata", {}).get("annotations") or {}
+    value = annotations.get(SET_ANNOTATION)
+    return value if isinstance(value, str) else None
+
+
+def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, "featureflagsets", registry=registry)
+    def flagset_event(type: str | None, name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+        if type == "DELETED":
+            controller.workloads.remove(namespace, name)
+            controller.flagsets.forget(namespace, name)
+            return
+        controller.workloads.update(namespace, name, body.get("spec"))
+        controller.enqueue(Key("FeatureFlagSet", namespace, name))
+
+    for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")):
+
+        def workload_event(name: str, namespace: str, body: kopf.Body, *, _kind: str = kind, **_: Any) -> None:
+            sets = set(controller.workloads.sets_for(namespace, _kind, name))
+            claimed = _template_set(body)
+            if claimed:
+                sets.add(claimed)
+            for set_name in sets:
+                controller.enqueue(Key("FeatureFlagSet", namespace, set_name))
+
+        kopf.on.event("apps", "v1", plural, registry=registry, id=f"{plural}-event")(workload_event)
+
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)

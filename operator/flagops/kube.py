@@ -1,0 +1,224 @@
+"""The only module that talks to the Kubernetes API server (kopf's own watches aside).
+
+A small async client on aiohttp (kopf's own HTTP stack): JSON in, JSON out, typed errors,
+bounded timeouts, and retries with backoff for what is worth retrying (connection errors,
+429 and 5xx). Credentials come from the kubeconfig or the in-cluster ServiceAccount, loaded
+by the `kubernetes` package's loaders, which also refresh rotated tokens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+logger = logging.getLogger(__name__)
+
+PatchType = Literal["merge", "json", "strategic"]
+_PATCH_CONTENT_TYPES: Final = {
+    "merge": "application/merge-patch+json",
+    "json": "application/json-patch+json",
+    "strategic": "application/strategic-merge-patch+json",
+}
+_RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0)
+FIELD_MANAGER: Final = "flagops"
+
+Body = dict[str, Any]
+
+
+class ApiError(Exception):
+    """A non-2xx answer. `status` is the HTTP code, `reason` the Status reason (e.g. Conflict)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def conflict(self) -> bool:
+        return self.status == 409
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == 404
+
+    @property
+    def forbidden(self) -> bool:
+        return self.status == 403
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind lives in the REST API."""
+
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        parts = [base]
+        if namespace is not None:
+            parts.append(f"namespaces/{namespace}")
+        parts.append(self.plural)
+        if name is not None:
+            parts.append(name)
+        if subresource is not None:
+            parts.append(subresource)
+        return "/".join(parts)
+
+
+CONFIGMAPS = Resource("", "v1", "configmaps")
+SECRETS = Resource("", "v1", "secrets")
+EVENTS = Resource("events.k8s.io", "v1", "events")
+DEPLOYMENTS = Resource("apps", "v1", "deployments")
+STATEFULSETS = Resource("apps", "v1", "statefulsets")
+DAEMONSETS = Resource("apps", "v1", "daemonsets")
+JOBS = Resource("batch", "v1", "jobs")
+PODS = Resource("", "v1", "pods")
+WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "DaemonSet": DAEMONSETS}
+
+
+class Kube:
+    """One aiohttp session against one API server. Create with `Kube.connect()`."""
+
+    def __init__(self, server: str, ssl_context: ssl.SSLContext | bool,
+                 configuration: k8s_client.Configuration, *, timeout: float = 30.0) -> None:
+        self._server = server.rstrip("/")
+        self._configuration = configuration
+        self._ssl = ssl_context
+        self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def connect(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> Kube:
+        """From an explicit kubeconfig, else $KUBECONFIG/~/.kube/config, else in-cluster."""
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            if kubeconfig:
+                raise
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        context: ssl.SSLContext | bool
+        if configuration.verify_ssl:
+            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+        else:
+            context = False
+        if configuration.cert_file and isinstance(context, ssl.SSLContext):
+            context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        return cls(str(configuration.host), context, configuration, timeout=timeout)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        token = self._configuration.get_api_key_with_prefix("BearerToken")
+        if token:
+            headers["Authorization"] = token
+        return headers
+
+    async def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
+                      content_type: str | None = "application/json") -> Any:
+        """Send one request, retrying transient failures; raises ApiError for the rest."""
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=self._timeout,
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
+            )
+        url = self._server + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        for attempt, delay in enumerate((*_RETRY_DELAYS, None)):
+            try:
+                async with self._session.request(
+                    method, url, json=body, headers=self._headers(content_type if body is not None else None)
+                ) as resp:
+                    if resp.status < 300:
+                        return await resp.json(content_type=None) if resp.content_length != 0 else None
+                    payload = await resp.json(content_type=None) if resp.content_type.endswith("json") else {}
+                    error = ApiError(
+                        resp.status,
+                        str(payload.get("reason") or resp.reason or ""),
+                        str(payload.get("message") or await resp.text()),
+                    )
+                    retry_after = resp.headers.get("Retry-After")
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+                if delay is None:
+                    raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
+                logger.debug("retrying %s %s after %r (attempt %d)", method, path, exc, attempt + 1)
+                await asyncio.sleep(delay)
+                continue
+            if error.status == 429 or error.status >= 500:
+                if delay is None:
+                    raise error
+                wait = float(retry_after) if retry_after and retry_after.isdigit() else delay
+                await asyncio.sleep(min(wait, 10.0))
+                continue
+            raise error
+        raise AssertionError("unreachable")
+
+    # -- verbs -------------------------------------------------------------------------
+
+    async def get(self, path: str) -> Body | None:
+        """The object, or None when it does not exist."""
+        try:
+            return await self.request("GET", path)  # type: ignore[no-any-return]
+        except ApiError as err:
+            if err.not_found:
+                return None
+            raise
+
+    async def list(self, path: str, *, label_selector: str | None = None) -> list[Body]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        answer = await self.request("GET", path, params=params)
+        return list(answer.get("items", []))
+
+    async def create(self, path: str, body: Body) -> Body:
+        return await self.request("POST", path, body=body, params={"fieldManager": FIELD_MANAGER})  # type: ignore[no-any-return]
+
+    async def patch(self, path: str, patch: Any, *, patch_type: PatchType = "merge") -> Body:
+        return await self.request(  # type: ignore[no-any-return]
+            "PATCH", path, body=patch, params={"fieldManager": FIELD_MANAGER},
+            content_type=_PATCH_CONTENT_TYPES[patch_type],
+        )
+
+    async def delete(self, path: str, *, propagation: str = "Background") -> None:
+        try:
+            await self.request("DELETE", path, body={"propagationPolicy": propagation})
+        except ApiError as err:
+            if not err.not_found:
+                raise
+
+    async def log_tail(self, namespace: str, pod: str, *, lines: int = 20) -> str:
+        """The last lines a pod's container wrote ('' when it has none)."""
+        try:
+            resp = await self.request_text(PODS.path(namespace, pod, "log"), params={"tailLines": str(lines)})
+        except ApiError:
+            return ""
+        return resp
+
+    async def request_text(self, path: str, *, params: Mapping[str, str] | None = None) -> str:
+        if self._session is None:
+            await self.request("GET", "/version")
+        assert self._session is not None
+        url = self._server + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        async with self._session.get(url, headers=self._headers(None)) as resp:
+            text = await resp.text()
+            if resp.status >= 300:
+                raise ApiError(resp.status, resp.reason or "", text)
+            return text

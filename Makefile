@@ -33,10 +33,16 @@ cluster-down: venv ## stop the local control plane, leaving no process behind
 	@$(BIN)/python -m flagops.devcluster down
 
 .PHONY: lint
-lint: venv ## ruff and mypy --strict
+lint: venv ## ruff, mypy --strict, import-linter layers, CRDs in sync with the models
 	$(BIN)/ruff check operator tests
 	$(BIN)/ruff format --check operator tests
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/flagops crds --check
+
+.PHONY: crds
+crds: venv ## regenerate crds/ from the pydantic models
+	$(BIN)/flagops crds
 
 .PHONY: test
 test: venv controlplane lint ## everything CI runs: lint, unit and e2e tests on a real control plane

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
 import kopf
@@ -23,9 +22,6 @@ async def _operate(args: argparse.Namespace) -> None:
     registry = kopf.OperatorRegistry()
     handlers.register(registry, controller)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     namespaced = bool(args.namespace)
     operator = asyncio.create_task(
         kopf.operator(
@@ -42,6 +38,7 @@ async def _operate(args: argparse.Namespace) -> None:
         name="kopf",
     )
     workers = asyncio.create_task(controller.run(), name="flagops-controller")
+    # kopf handles SIGINT/SIGTERM itself; its cleanup handler stops the workers (handlers.py).
     scope = f"namespaces {', '.join(args.namespace)}" if namespaced else "all namespaces"
     logger.info("flagops operator started, watching %s", scope)
     try:
@@ -85,9 +82,14 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
 
     p_run = sub.add_parser("run", help="run the operator")
-    p_run.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then in-cluster)")
     p_run.add_argument(
-        "--namespace", "-n", action="append", default=[],
+        "--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG, then in-cluster)"
+    )
+    p_run.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     p_run.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")

@@ -52,9 +52,11 @@ def set_condition(
         last_transition_time=since,
         observed_generation=generation,
     )
-    return [c for c in conditions if c.type != type_] + [updated] if previous is None else [
-        updated if c.type == type_ else c for c in conditions
-    ]
+    return (
+        [c for c in conditions if c.type != type_] + [updated]
+        if previous is None
+        else [updated if c.type == type_ else c for c in conditions]
+    )
 
 
 def find(conditions: list[Condition], type_: str) -> Condition | None:

@@ -54,8 +54,15 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
         return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
 
+    @kopf.on.cleanup(registry=registry)
+    async def stop_workers(**_: Any) -> None:
+        # kopf waits for every task of the loop before it returns: stop ours first.
+        await controller.stop()
+
     @kopf.on.event(GROUP, VERSION, "featureflagsets", registry=registry)
-    def flagset_event(type: str | None, name: str, namespace: str, body: kopf.Body, **_: Any) -> None:
+    def flagset_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+        if namespace is None:
+            return
         if type == "DELETED":
             controller.workloads.remove(namespace, name)
             controller.flagsets.forget(namespace, name)
@@ -63,9 +70,17 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         controller.workloads.update(namespace, name, body.get("spec"))
         controller.enqueue(Key("FeatureFlagSet", namespace, name))
 
-    for kind, plural in (("Deployment", "deployments"), ("StatefulSet", "statefulsets"), ("DaemonSet", "daemonsets")):
+    for kind, plural in (
+        ("Deployment", "deployments"),
+        ("StatefulSet", "statefulsets"),
+        ("DaemonSet", "daemonsets"),
+    ):
 
-        def workload_event(name: str, namespace: str, body: kopf.Body, *, _kind: str = kind, **_: Any) -> None:
+        def workload_event(
+            *, name: str, namespace: str | None, body: kopf.Body, _kind: str = kind, **_: Any
+        ) -> None:
+            if namespace is None:
+                return
             sets = set(controller.workloads.sets_for(namespace, _kind, name))
             claimed = _template_set(body)
             if claimed:

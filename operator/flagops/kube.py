@@ -64,7 +64,9 @@ class Resource:
     version: str
     plural: str
 
-    def path(self, namespace: str | None = None, name: str | None = None, subresource: str | None = None) -> str:
+    def path(
+        self, namespace: str | None = None, name: str | None = None, subresource: str | None = None
+    ) -> str:
         base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
         parts = [base]
         if namespace is not None:
@@ -91,8 +93,14 @@ WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "Dae
 class Kube:
     """One aiohttp session against one API server. Create with `Kube.connect()`."""
 
-    def __init__(self, server: str, ssl_context: ssl.SSLContext | bool,
-                 configuration: k8s_client.Configuration, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        server: str,
+        ssl_context: ssl.SSLContext | bool,
+        configuration: k8s_client.Configuration,
+        *,
+        timeout: float = 30.0,
+    ) -> None:
         self._server = server.rstrip("/")
         self._configuration = configuration
         self._ssl = ssl_context
@@ -132,8 +140,15 @@ class Kube:
             headers["Authorization"] = token
         return headers
 
-    async def request(self, method: str, path: str, *, body: Any = None, params: Mapping[str, str] | None = None,
-                      content_type: str | None = "application/json") -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        content_type: str | None = "application/json",
+    ) -> Any:
         """Send one request, retrying transient failures; raises ApiError for the rest."""
         if self._session is None:
             self._session = aiohttp.ClientSession(
@@ -157,7 +172,7 @@ class Kube:
                         str(payload.get("message") or await resp.text()),
                     )
                     retry_after = resp.headers.get("Retry-After")
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
                 if delay is None:
                     raise ApiError(0, "Unreachable", f"{method} {path}: {exc!r}") from exc
                 logger.debug("retrying %s %s after %r (attempt %d)", method, path, exc, attempt + 1)
@@ -193,7 +208,10 @@ class Kube:
 
     async def patch(self, path: str, patch: Any, *, patch_type: PatchType = "merge") -> Body:
         return await self.request(  # type: ignore[no-any-return]
-            "PATCH", path, body=patch, params={"fieldManager": FIELD_MANAGER},
+            "PATCH",
+            path,
+            body=patch,
+            params={"fieldManager": FIELD_MANAGER},
             content_type=_PATCH_CONTENT_TYPES[patch_type],
         )
 

@@ -25,8 +25,9 @@ class EventRecorder:
         self._kube = client
         self._instance = instance or socket.gethostname()
 
-    async def emit(self, obj: dict[str, Any], *, reason: str, note: str, action: str,
-                   warning: bool = False) -> None:
+    async def emit(
+        self, obj: dict[str, Any], *, reason: str, note: str, action: str, warning: bool = False
+    ) -> None:
         meta = obj.get("metadata", {})
         namespace = meta.get("namespace") or "default"
         now = datetime.datetime.now(datetime.UTC)

@@ -62,8 +62,14 @@ async def _always_in_force(namespace: str, override: Override) -> bool:
 
 
 class FlagSetReconciler:
-    def __init__(self, client: kube.Kube, recorder: EventRecorder, *, clock: Clock = utcnow,
-                 override_in_force: OverrideCheck = _always_in_force) -> None:
+    def __init__(
+        self,
+        client: kube.Kube,
+        recorder: EventRecorder,
+        *,
+        clock: Clock = utcnow,
+        override_in_force: OverrideCheck = _always_in_force,
+    ) -> None:
         self._kube = client
         self._events = recorder
         self._clock = clock
@@ -150,9 +156,14 @@ class FlagSetReconciler:
             await self._kube.patch(path, patch)
         return None
 
-    async def _apply_restarts(self, body: dict[str, Any], spec: FeatureFlagSetSpec,
-                              resolution: logic.Resolution, previous: FeatureFlagSetStatus,
-                              now: datetime.datetime) -> list[WorkloadStatus]:
+    async def _apply_restarts(
+        self,
+        body: dict[str, Any],
+        spec: FeatureFlagSetSpec,
+        resolution: logic.Resolution,
+        previous: FeatureFlagSetStatus,
+        now: datetime.datetime,
+    ) -> list[WorkloadStatus]:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         targets = logic.workload_targets(spec, resolution.values)
         fetched = await asyncio.gather(
@@ -175,8 +186,11 @@ class FlagSetReconciler:
         for target, result in zip(plan.restart, results, strict=True):
             if isinstance(result, kube.ApiError) and result.not_found:
                 statuses[target.key] = statuses[target.key].model_copy(
-                    update={"state": WorkloadState.MISSING, "restarted_at": None,
-                            "message": f"{target.kind} {target.name} disappeared before its restart"}
+                    update={
+                        "state": WorkloadState.MISSING,
+                        "restarted_at": None,
+                        "message": f"{target.kind} {target.name} disappeared before its restart",
+                    }
                 )
             elif isinstance(result, BaseException):
                 raise result
@@ -188,9 +202,13 @@ class FlagSetReconciler:
         await self._kube.patch(
             kube.WORKLOADS[target.kind].path(namespace, target.name), logic.restart_patch(name, target.hash)
         )
-        logger.info("restarting %s %s/%s for flags %s", target.kind, namespace, target.name, ",".join(target.flags))
+        logger.info(
+            "restarting %s %s/%s for flags %s", target.kind, namespace, target.name, ",".join(target.flags)
+        )
         await self._events.emit(
-            body, reason="RestartingWorkload", action="Restart",
+            body,
+            reason="RestartingWorkload",
+            action="Restart",
             note=f"Restarting {target.kind} {target.name}: its flags ({', '.join(target.flags)}) changed",
         )
 
@@ -206,24 +224,42 @@ class FlagSetReconciler:
             {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
         )
 
-    async def _write_invalid(self, body: dict[str, Any], previous: FeatureFlagSetStatus, message: str,
-                             generation: int, now: datetime.datetime) -> None:
+    async def _write_invalid(
+        self,
+        body: dict[str, Any],
+        previous: FeatureFlagSetStatus,
+        message: str,
+        generation: int,
+        now: datetime.datetime,
+    ) -> None:
         conds = previous.conditions
-        for type_, status in ((c.READY, ConditionStatus.FALSE), (c.DEGRADED, ConditionStatus.TRUE)):
-            conds = c.set_condition(conds, type_, status, c.INVALID_SPEC, message, now=now, generation=generation)
-        conds = c.set_condition(conds, c.PROGRESSING, ConditionStatus.FALSE, c.INVALID_SPEC,
-                                "nothing applied until the spec is fixed", now=now, generation=generation)
-        status = previous.model_copy(update={"conditions": conds, "observed_generation": generation})
-        await self._write_status(body, status)
+        for type_, value in ((c.READY, ConditionStatus.FALSE), (c.DEGRADED, ConditionStatus.TRUE)):
+            conds = c.set_condition(
+                conds, type_, value, c.INVALID_SPEC, message, now=now, generation=generation
+            )
+        conds = c.set_condition(
+            conds,
+            c.PROGRESSING,
+            ConditionStatus.FALSE,
+            c.INVALID_SPEC,
+            "nothing applied until the spec is fixed",
+            now=now,
+            generation=generation,
+        )
+        invalid = previous.model_copy(update={"conditions": conds, "observed_generation": generation})
+        await self._write_status(body, invalid)
 
-    async def _announce(self, body: dict[str, Any], before: FeatureFlagSetStatus,
-                        after: FeatureFlagSetStatus) -> None:
+    async def _announce(
+        self, body: dict[str, Any], before: FeatureFlagSetStatus, after: FeatureFlagSetStatus
+    ) -> None:
         """An Event when Ready or Degraded changes reason, so `kubectl describe` tells the story."""
         for type_ in (c.DEGRADED, c.READY):
             old, new = c.find(before.conditions, type_), c.find(after.conditions, type_)
             if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
                 continue
             if type_ == c.DEGRADED and new.status == ConditionStatus.TRUE:
-                await self._events.emit(body, reason=new.reason, note=new.message, action="Reconcile", warning=True)
+                await self._events.emit(
+                    body, reason=new.reason, note=new.message, action="Reconcile", warning=True
+                )
             elif type_ == c.READY and new.status == ConditionStatus.TRUE:
                 await self._events.emit(body, reason=new.reason, note=new.message, action="Reconcile")

@@ -73,7 +73,7 @@ class WorkQueue(Generic[K]):
         """Requeue after a backoff that doubles with each consecutive failure; returns it."""
         count = self._failures.get(key, 0)
         self._failures[key] = count + 1
-        delay = min(self._base_delay * (2**count), self._max_delay)
+        delay = min(self._base_delay * float(2**count), self._max_delay)
         self.add_after(key, delay)
         return delay
 

@@ -63,6 +63,7 @@ class Controller:
         self.flagsets = FlagSetReconciler(client, self.events)
         self.workloads = WorkloadIndex()
         self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
         self.reconciles = 0
         self.reconcile_errors = 0
 
@@ -70,14 +71,20 @@ class Controller:
         self.queue.add(key)
 
     async def run(self) -> None:
-        tasks = [asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}") for i in range(self._workers)]
+        self._tasks = [
+            asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}") for i in range(self._workers)
+        ]
         try:
-            await asyncio.gather(*tasks)
+            await asyncio.gather(*self._tasks)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.queue.close()
+            await self.stop()
+
+    async def stop(self) -> None:
+        """Cancel the workers; a reconcile in flight is cut short and redone after a restart."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.queue.close()
 
     async def _worker(self, number: int) -> None:
         while True:

@@ -1,0 +1,1 @@
+"""The API types: the single source of truth of the CRD schemas (see flagops.crdgen)."""

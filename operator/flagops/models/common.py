@@ -6,7 +6,7 @@ import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
 GROUP = "flagops.io"
@@ -23,7 +23,7 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 FlagName = Annotated[str, Field(min_length=1, max_length=FLAG_NAME_MAX, pattern=FLAG_NAME)]
 
 
-def cel(rule: str, message: str, **extra: str) -> dict[str, str]:
+def cel(rule: str, message: str, **extra: str) -> dict[str, JsonValue]:
     """One x-kubernetes-validations entry."""
     return {"rule": rule, "message": message, **extra}
 
@@ -67,9 +67,7 @@ class Condition(Model):
         max_length=1024,
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
     )
-    message: str = Field(
-        default="", description="What happened, and what to do about it.", max_length=32768
-    )
+    message: str = Field(default="", description="What happened, and what to do about it.", max_length=32768)
     last_transition_time: datetime.datetime = Field(
         description="When the condition last changed from one status to another."
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from enum import StrEnum
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from flagops.models.common import (
     CONDITIONS_EXTRA,
@@ -35,8 +35,9 @@ class WorkloadRef(Model):
 
 
 class Flag(Model):
-    model_config = Model.model_config | {
-        "json_schema_extra": {
+    model_config = ConfigDict(
+        **Model.model_config,
+        json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
                     "!has(self.requires) || !(self.name in self.requires)",
@@ -44,8 +45,8 @@ class Flag(Model):
                     messageExpression="'flag ' + self.name + ' requires itself: remove it from its requires'",
                 )
             ]
-        }
-    }
+        },
+    )
 
     name: FlagName = Field(
         description="Flag name, usable as an environment variable: upper case, digits, underscores."
@@ -149,9 +150,7 @@ class WorkloadStatus(Model):
     restarted_at: datetime.datetime | None = Field(
         default=None, description="When flagops last patched the workload to restart it."
     )
-    ready_at: datetime.datetime | None = Field(
-        default=None, description="When that rollout completed."
-    )
+    ready_at: datetime.datetime | None = Field(default=None, description="When that rollout completed.")
 
 
 class FlagStatus(Model):
@@ -202,7 +201,9 @@ class FeatureFlagSetStatus(Model):
     workloads: list[WorkloadStatus] = Field(
         default_factory=list, description="Each consuming workload and its restart."
     )
-    flags: list[FlagStatus] = Field(default_factory=list, description="Per-flag served value and last change.")
+    flags: list[FlagStatus] = Field(
+        default_factory=list, description="Per-flag served value and last change."
+    )
     last_apply: ApplyTimings | None = Field(default=None, description="Timings of the last applied change.")
     flag_count: int | None = Field(default=None, description="Number of flags (printer column).")
     enabled_count: int | None = Field(default=None, description="Number of flags served as enabled.")

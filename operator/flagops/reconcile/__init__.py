@@ -1,0 +1,1 @@
+"""Pure decisions: functions of models and observed objects, with no I/O."""

@@ -137,8 +137,9 @@ def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": kind, "name": name, "uid": uid, "controller": True}
 
 
-def desired_configmap(namespace: str, set_name: str, set_uid: str, cm_name: str,
-                      values: Mapping[str, bool]) -> dict[str, Any]:
+def desired_configmap(
+    namespace: str, set_name: str, set_uid: str, cm_name: str, values: Mapping[str, bool]
+) -> dict[str, Any]:
     data = configmap_data(values)
     return {
         "apiVersion": "v1",
@@ -244,9 +245,13 @@ def rollout_progress(kind: WorkloadKind, workload: Mapping[str, Any]) -> Rollout
         if updated < want:
             return Rollout(False, False, f"{updated} of {want} replicas updated")
         if status.get("replicas", 0) > updated:
-            return Rollout(False, False, f"{status.get('replicas', 0) - updated} old replicas pending termination")
+            return Rollout(
+                False, False, f"{status.get('replicas', 0) - updated} old replicas pending termination"
+            )
         if status.get("availableReplicas", 0) < updated:
-            return Rollout(False, False, f"{status.get('availableReplicas', 0)} of {updated} updated replicas available")
+            return Rollout(
+                False, False, f"{status.get('availableReplicas', 0)} of {updated} updated replicas available"
+            )
         return Rollout(True, False, f"{updated} of {want} replicas updated and available")
     if kind == WorkloadKind.STATEFUL_SET:
         want = spec.get("replicas", 1)
@@ -260,8 +265,30 @@ def rollout_progress(kind: WorkloadKind, workload: Mapping[str, Any]) -> Rollout
     if updated < desired:
         return Rollout(False, False, f"{updated} of {desired} pods updated")
     if status.get("numberAvailable", 0) < desired:
-        return Rollout(False, False, f"{status.get('numberAvailable', 0)} of {desired} updated pods available")
+        return Rollout(
+            False, False, f"{status.get('numberAvailable', 0)} of {desired} updated pods available"
+        )
     return Rollout(True, False, f"{desired} of {desired} pods updated and available")
+
+
+def _workload_status(
+    target: WorkloadTarget,
+    *,
+    state: WorkloadState,
+    message: str,
+    restarted_at: datetime.datetime | None = None,
+    ready_at: datetime.datetime | None = None,
+) -> WorkloadStatus:
+    return WorkloadStatus(
+        kind=target.kind,
+        name=target.name,
+        flags=list(target.flags),
+        flags_hash=target.hash,
+        state=state,
+        message=message,
+        restarted_at=restarted_at,
+        ready_at=ready_at,
+    )
 
 
 @dataclass(frozen=True)
@@ -295,10 +322,10 @@ def plan_workloads(
     for target in targets:
         prev = before.get(target.key)
         obj = observed.get(target.key)
-        base = {"kind": target.kind, "name": target.name, "flags": list(target.flags), "flags_hash": target.hash}
         if obj is None:
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.MISSING,
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.MISSING,
                 message=f"{target.kind} {target.name} not found in this namespace; create it, or remove it "
                 f"from the workloads of {', '.join(target.flags)}",
             )
@@ -306,15 +333,17 @@ def plan_workloads(
         annotations = template_annotations(obj)
         claimed_by = annotations.get(SET_ANNOTATION)
         if claimed_by and claimed_by != set_name:
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.CONFLICT,
-                message=f"{target.kind} {target.name} already takes its flags from FeatureFlagSet {claimed_by}; "
-                "a workload can follow one set only: move these flags to that set or drop the workload here",
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.CONFLICT,
+                message=f"{target.kind} {target.name} already takes its flags from FeatureFlagSet "
+                f"{claimed_by}; a workload can follow one set only: move these flags to that set "
+                "or drop the workload here",
             )
             continue
         if strategy == RolloutStrategy.NONE:
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.READY, message="rollout.strategy is None: not restarted"
+            statuses[target.key] = _workload_status(
+                target, state=WorkloadState.READY, message="rollout.strategy is None: not restarted"
             )
             continue
         if annotations.get(HASH_ANNOTATION) != target.hash:
@@ -324,36 +353,51 @@ def plan_workloads(
         progress = rollout_progress(target.kind, obj)
         if progress.done:
             ready_at = prev.ready_at if prev and prev.flags_hash == target.hash and prev.ready_at else now
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.READY, message=progress.message,
-                restarted_at=restarted_at, ready_at=ready_at,
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.READY,
+                message=progress.message,
+                restarted_at=restarted_at,
+                ready_at=ready_at,
             )
         elif progress.failed or (
             restarted_at is not None and (now - restarted_at).total_seconds() > timeout_seconds
         ):
-            reason = progress.message if progress.failed else f"rollout not complete after {timeout_seconds}s"
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.FAILED, restarted_at=restarted_at,
-                message=f"{reason} ({progress.message}); check the workload's pods and events",
+            reason = (
+                progress.message
+                if progress.failed
+                else f"rollout not complete after {timeout_seconds}s ({progress.message})"
+            )
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.FAILED,
+                restarted_at=restarted_at,
+                message=f"{reason}; check the workload's pods and events",
             )
         else:
             in_flight += 1
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.PROGRESSING, message=progress.message, restarted_at=restarted_at,
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.PROGRESSING,
+                message=progress.message,
+                restarted_at=restarted_at,
             )
 
     restart: list[WorkloadTarget] = []
     for target in needs_restart:
-        base = {"kind": target.kind, "name": target.name, "flags": list(target.flags), "flags_hash": target.hash}
         if in_flight < max_parallel:
             in_flight += 1
             restart.append(target)
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.PROGRESSING, message="restart requested", restarted_at=now,
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.PROGRESSING,
+                message="restart requested",
+                restarted_at=now,
             )
         else:
-            statuses[target.key] = WorkloadStatus(
-                **base, state=WorkloadState.PENDING,
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.PENDING,
                 message=f"waiting for a restart slot (rollout.maxParallel={max_parallel})",
             )
     return WorkloadPlan(statuses=[statuses[t.key] for t in targets], restart=restart)
@@ -362,8 +406,9 @@ def plan_workloads(
 # -- status --------------------------------------------------------------------------------
 
 
-def flag_statuses(values: Mapping[str, bool], previous: Iterable[FlagStatus],
-                  now: datetime.datetime) -> list[FlagStatus]:
+def flag_statuses(
+    values: Mapping[str, bool], previous: Iterable[FlagStatus], now: datetime.datetime
+) -> list[FlagStatus]:
     before = {f.name: f for f in previous}
     result = []
     for name, value in values.items():
@@ -433,28 +478,53 @@ def build_status(
         put(c.DEGRADED, ConditionStatus.FALSE, c.AS_EXPECTED, "all flags served as specified")
 
     if cm_conflict:
-        put(c.PROGRESSING, ConditionStatus.FALSE, c.CONFIG_MAP_CONFLICT, "nothing applied until the conflict is resolved")
+        put(
+            c.PROGRESSING,
+            ConditionStatus.FALSE,
+            c.CONFIG_MAP_CONFLICT,
+            "nothing applied until the conflict is resolved",
+        )
     elif progressing:
         names = ", ".join(f"{w.kind.lower()}/{w.name}" for w in progressing)
         put(c.PROGRESSING, ConditionStatus.TRUE, c.ROLLOUT_IN_PROGRESS, f"rolling out: {names}")
     elif strategy == RolloutStrategy.NONE:
-        put(c.PROGRESSING, ConditionStatus.FALSE, c.RESTARTS_DISABLED, "ConfigMap written; restarts are disabled")
+        put(
+            c.PROGRESSING,
+            ConditionStatus.FALSE,
+            c.RESTARTS_DISABLED,
+            "ConfigMap written; restarts are disabled",
+        )
     else:
-        put(c.PROGRESSING, ConditionStatus.FALSE, c.ROLLOUT_COMPLETE, "every consuming workload runs the served flags")
+        put(
+            c.PROGRESSING,
+            ConditionStatus.FALSE,
+            c.ROLLOUT_COMPLETE,
+            "every consuming workload runs the served flags",
+        )
 
     if problems:
         put(c.READY, ConditionStatus.FALSE, problems[0][0], problems[0][1])
     elif progressing:
         put(c.READY, ConditionStatus.FALSE, c.ROLLOUT_IN_PROGRESS, "waiting for workloads to roll out")
     else:
-        put(c.READY, ConditionStatus.TRUE, c.APPLIED, f"{sum(values.values())} of {len(values)} flags enabled, served "
-            f"from ConfigMap {cm_name}")
+        put(
+            c.READY,
+            ConditionStatus.TRUE,
+            c.APPLIED,
+            f"{sum(values.values())} of {len(values)} flags enabled, served from ConfigMap {cm_name}",
+        )
 
     if overrides:
-        held = "; ".join(f"{o.flag} held at {str(o.value).lower()} by RollbackRequest {o.held_by}" for o in overrides)
-        put(c.OVERRIDDEN, ConditionStatus.TRUE, c.HELD_BY_ROLLBACK,
+        held = "; ".join(
+            f"{o.flag} held at {str(o.value).lower()} by RollbackRequest {o.held_by}" for o in overrides
+        )
+        put(
+            c.OVERRIDDEN,
+            ConditionStatus.TRUE,
+            c.HELD_BY_ROLLBACK,
             f"{held}. The spec's value takes effect again once the request is released (spec.release: true) "
-            "or deleted")
+            "or deleted",
+        )
     else:
         put(c.OVERRIDDEN, ConditionStatus.FALSE, c.NO_OVERRIDES, "no flag is held by a rollback")
 
@@ -484,5 +554,9 @@ def merge_patch(old: Any, new: Any) -> Any:
         if key not in old:
             patch[key] = value
         elif old[key] != value:
-            patch[key] = merge_patch(old[key], value) if isinstance(value, dict) and isinstance(old[key], dict) else value
+            patch[key] = (
+                merge_patch(old[key], value)
+                if isinstance(value, dict) and isinstance(old[key], dict)
+                else value
+            )
     return patch

@@ -1,0 +1,1 @@
+"""The controller: the work queue, the reconcilers that carry out decisions, Events."""

@@ -1,0 +1,118 @@
+"""Fixtures that run the flagops operator against the real control plane."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flagops import devcluster
+from tests.support import Cluster, kubectl
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def crds(cluster: Cluster) -> None:
+    """flagops' CRDs installed from crds/ (what `kubectl apply -f crds/` does for a user)."""
+    kubectl(cluster.kubeconfig, "apply", "-f", str(REPO / "crds"))
+    kubectl(
+        cluster.kubeconfig,
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd",
+        "-l",
+        "app.kubernetes.io/part-of=flagops",
+    )
+
+
+class OperatorProcess:
+    """`flagops run` as a separate process, as it runs in a cluster: it can be killed and restarted."""
+
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+        self.kubeconfig = kubeconfig
+        self.namespace = namespace
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"----- start #{self.starts} -----\n".encode())
+            out.flush()
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flagops.cli",
+                    "run",
+                    "--namespace",
+                    self.namespace,
+                    "--health-port",
+                    "0",
+                    "--verbose",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                preexec_fn=devcluster._die_with_parent,  # noqa: PLW1509 - no threads at this point
+            )
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def tail(self, lines: int = 60) -> str:
+        if not self.log.exists():
+            return ""
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def operator(
+    cluster: Cluster, crds: None, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[OperatorProcess]:
+    """A flagops operator watching only this test's namespace."""
+    op = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    op.start()
+    try:
+        yield op
+    finally:
+        code = op.stop()
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(f"\n--- operator log ({op.log}) ---\n{op.tail()}")
+        assert code in (0, None), f"operator exited with {code} on SIGTERM:\n{op.tail()}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> pytest.TestReport:
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

@@ -1,0 +1,323 @@
+"""FeatureFlagSet end to end: ConfigMap, selective restarts, conflicts, bad input."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import REPO, OperatorProcess
+from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
+
+EXAMPLE = REPO / "examples" / "epic21"
+
+
+def load_example_set() -> dict[str, Any]:
+    return yaml.safe_load((EXAMPLE / "flagset.yaml").read_text())  # type: ignore[no-any-return]
+
+
+def apply(cluster: Cluster, namespace: str, obj: dict[str, Any] | list[dict[str, Any]]) -> None:
+    docs = obj if isinstance(obj, list) else [obj]
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "apply",
+        "-f",
+        "-",
+        stdin="\n---\n".join(json.dumps(d) for d in docs),
+    )
+
+
+def get_set(cluster: Cluster, namespace: str, name: str = "epic21") -> dict[str, Any]:
+    return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "featureflagset", name)  # type: ignore[no-any-return]
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
+    for cond in obj.get("status", {}).get("conditions", []):
+        if cond["type"] == type_:
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
+def wait_ready(cluster: Cluster, namespace: str, name: str = "epic21", timeout: float = 90) -> dict[str, Any]:
+    """Until the set's status describes its current generation and Ready is True."""
+
+    def probe() -> dict[str, Any] | None:
+        obj = get_set(cluster, namespace, name)
+        ready = condition(obj, "Ready")
+        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return obj if current and ready and ready["status"] == "True" else None
+
+    return wait_until(f"FeatureFlagSet {name} Ready", probe, timeout=timeout)
+
+
+def wait_condition(cluster: Cluster, namespace: str, type_: str, status: str, reason: str) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = get_set(cluster, namespace)
+        cond = condition(obj, type_)
+        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
+        return cond if current and cond and (cond["status"], cond["reason"]) == (status, reason) else None
+
+    return wait_until(f"epic21 {type_}={status} ({reason})", probe)
+
+
+def replicasets(cluster: Cluster, namespace: str) -> dict[str, set[str]]:
+    """Deployment name -> the names of its ReplicaSets."""
+    result: dict[str, set[str]] = {}
+    for rs in kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "replicasets")["items"]:
+        owner = rs["metadata"]["ownerReferences"][0]["name"]
+        result.setdefault(owner, set()).add(rs["metadata"]["name"])
+    return result
+
+
+def deployments_settled(cluster: Cluster, namespace: str) -> bool:
+    items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+    return all(
+        d["status"].get("observedGeneration") == d["metadata"]["generation"]
+        and d["status"].get("updatedReplicas")
+        == d["spec"]["replicas"]
+        == d["status"].get("availableReplicas")
+        and d["status"].get("replicas") == d["spec"]["replicas"]
+        for d in items
+    )
+
+
+def set_flag(cluster: Cluster, namespace: str, index: int, enabled: bool, name: str = "epic21") -> None:
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "featureflagset",
+        name,
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": f"/spec/flags/{index}/enabled", "value": enabled}]),
+    )
+
+
+@pytest.fixture
+def epic21(cluster: Cluster, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
+    """The Epic 21 example applied, its rollouts complete and the set Ready."""
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "workloads.yaml"))
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "flagset.yaml"))
+    obj = wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    return obj
+
+
+def test_configmap_written_with_owner_reference(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any]
+) -> None:
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+    owner = cm["metadata"]["ownerReferences"]
+    assert owner == [
+        {
+            "apiVersion": "flagops.io/v1alpha1",
+            "kind": "FeatureFlagSet",
+            "name": "epic21",
+            "uid": epic21["metadata"]["uid"],
+            "controller": True,
+        }
+    ]
+    data = cm["data"]
+    assert data["USE_NEW_DIALOG_CONTEXT_REPO"] == "false"
+    assert json.loads(data["flags.json"]) == {flag["name"]: False for flag in epic21["spec"]["flags"]}
+    flagd = json.loads(data["flagd.json"])
+    assert flagd["flags"]["USE_NEW_STORAGE_ADAPTER"]["defaultVariant"] == "off"
+    status = epic21["status"]
+    assert status["configMap"]["name"] == "epic21-flags"
+    assert status["configMap"]["hash"] == cm["metadata"]["annotations"]["flagops.io/flags-hash"]
+    assert {w["name"]: w["state"] for w in status["workloads"]} == {
+        "api": "Ready",
+        "butler": "Ready",
+        "workers": "Ready",
+    }
+    assert status["flagCount"] == 6 and status["enabledCount"] == 0
+    assert status["lastApply"]["configMapWrittenAt"]
+
+
+def test_toggle_restarts_only_consuming_workloads(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any]
+) -> None:
+    before = replicasets(cluster, namespace)
+    set_flag(cluster, namespace, 0, True)  # USE_NEW_DIALOG_CONTEXT_REPO -> butler only
+
+    obj = wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    after = replicasets(cluster, namespace)
+    assert len(after["butler"] - before["butler"]) == 1, "butler consumes the flag: one new ReplicaSet"
+    assert after["workers"] == before["workers"], "workers do not consume it"
+    assert after["api"] == before["api"], "api does not consume it"
+
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+    assert cm["data"]["USE_NEW_DIALOG_CONTEXT_REPO"] == "true"
+    assert obj["status"]["effective"]["USE_NEW_DIALOG_CONTEXT_REPO"] is True
+    changed = {f["name"]: f["lastChangedAt"] for f in obj["status"]["flags"]}
+    assert changed["USE_NEW_DIALOG_CONTEXT_REPO"] > changed["USE_NEW_STORAGE_ADAPTER"]
+    butler = next(w for w in obj["status"]["workloads"] if w["name"] == "butler")
+    assert butler["readyAt"] >= butler["restartedAt"]
+    timings = obj["status"]["lastApply"]
+    assert timings["rolloutsCompletedAt"] >= timings["configMapWrittenAt"]
+    assert timings["rolloutSeconds"] >= 0
+
+
+def test_operator_restart_restarts_nothing(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any], operator: OperatorProcess
+) -> None:
+    before = replicasets(cluster, namespace)
+    generations = {
+        d["metadata"]["name"]: d["metadata"]["generation"]
+        for d in kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+    }
+    operator.restart()
+
+    # A change that touches no served value: once the new operator has observed it,
+    # it has reconciled the set, and must not have patched any workload.
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "featureflagset",
+        "epic21",
+        "--type=json",
+        "-p",
+        json.dumps([{"op": "replace", "path": "/spec/flags/0/description", "value": "reworded"}]),
+    )
+    wait_ready(cluster, namespace)
+    after = {
+        d["metadata"]["name"]: d["metadata"]["generation"]
+        for d in kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+    }
+    assert after == generations
+    assert replicasets(cluster, namespace) == before
+    assert "restarting Deployment" not in operator.log.read_text().split("----- start #2 -----")[1]
+
+
+def test_foreign_configmap_left_intact(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "configmap",
+        "shared-config",
+        "--from-literal=USE_NEW_STORAGE_ADAPTER=keep-me",
+        "--from-literal=other=value",
+    )
+    original = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "shared-config")
+
+    flagset = load_example_set()
+    flagset["spec"]["configMap"] = "shared-config"
+    apply(cluster, namespace, flagset)
+    cond = wait_condition(cluster, namespace, "Degraded", "True", "ConfigMapConflict")
+    assert "shared-config already exists" in cond["message"] and "spec.configMap" in cond["message"]
+    ready = condition(get_set(cluster, namespace), "Ready")
+    assert ready is not None and ready["status"] == "False" and ready["reason"] == "ConfigMapConflict"
+
+    now = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "shared-config")
+    assert now["metadata"]["resourceVersion"] == original["metadata"]["resourceVersion"]
+    assert now == original
+
+    # Pointing the set at a free name resolves the conflict (the workloads are still missing here).
+    flagset["spec"]["configMap"] = "epic21-flags"
+    apply(cluster, namespace, flagset)
+    wait_condition(cluster, namespace, "Degraded", "True", "WorkloadMissing")
+    kubectl(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+
+
+def test_deleting_the_set_removes_its_configmap(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any]
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "delete", "featureflagset", "epic21")
+
+    def gone() -> bool:
+        result = kubectl(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags", check=False)
+        return result.returncode != 0 and "NotFound" in result.stderr
+
+    wait_until("the ConfigMap to be garbage-collected", gone)
+
+
+def test_prerequisite_disabled_is_not_applied(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any]
+) -> None:
+    set_flag(cluster, namespace, 4, True)  # STORAGE_ENFORCE_CHECKSUM requires USE_NEW_STORAGE_ADAPTER
+    cond = wait_condition(cluster, namespace, "Degraded", "True", "PrerequisiteDisabled")
+    assert "STORAGE_ENFORCE_CHECKSUM is enabled but requires USE_NEW_STORAGE_ADAPTER" in cond["message"]
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+    assert cm["data"]["STORAGE_ENFORCE_CHECKSUM"] == "false"
+
+    set_flag(cluster, namespace, 2, True)  # enable the prerequisite: now both are served
+    obj = wait_ready(cluster, namespace)
+    assert obj["status"]["effective"]["STORAGE_ENFORCE_CHECKSUM"] is True
+    assert obj["status"]["effective"]["USE_NEW_STORAGE_ADAPTER"] is True
+
+
+def test_strategy_none_writes_configmap_and_restarts_nothing(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any]
+) -> None:
+    before = replicasets(cluster, namespace)
+    flagset = copy.deepcopy(load_example_set())
+    flagset["spec"]["rollout"]["strategy"] = "None"
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+
+    def served() -> bool:
+        cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+        return bool(cm["data"]["USE_NEW_DIALOG_CONTEXT_REPO"] == "true")
+
+    wait_until("the flag to be served", served)
+    obj = wait_ready(cluster, namespace)
+    progressing = condition(obj, "Progressing")
+    assert progressing is not None and progressing["reason"] == "RestartsDisabled"
+    assert replicasets(cluster, namespace) == before
+
+
+def test_missing_workload_reported_then_resolved(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "flagset.yaml"))
+    cond = wait_condition(cluster, namespace, "Degraded", "True", "WorkloadMissing")
+    assert "Deployment api not found" in cond["message"]
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "workloads.yaml"))
+    wait_ready(cluster, namespace)
+
+
+INVALID = [
+    ({"flags": [{"name": "A"}, {"name": "A"}]}, "flag names must be unique within a set"),
+    ({"flags": [{"name": "A", "requires": ["A"]}]}, "flag A requires itself"),
+    ({"flags": [{"name": "A", "requires": ["B"]}]}, "requires must name flags of this set"),
+    ({"flags": [{"name": "lower_case"}]}, "should match '^[A-Z][A-Z0-9_]*$'"),
+    ({"flags": [{"name": "A", "workloads": [{"kind": "Pod", "name": "x"}]}]}, 'Unsupported value: "Pod"'),
+    ({"flags": [], "rollout": {"maxParallel": 0}}, "should be greater than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize(("spec", "message"), INVALID, ids=[m for _, m in INVALID])
+def test_invalid_set_rejected_with_rule_message(
+    cluster: Cluster, crds: None, namespace: str, spec: dict[str, Any], message: str
+) -> None:
+    obj = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "FeatureFlagSet",
+        "metadata": {"name": "bad"},
+        "spec": spec,
+    }
+    with pytest.raises(KubectlError) as err:
+        apply(cluster, namespace, obj)
+    assert message in err.value.stderr
+
+
+def test_kubectl_get_ffs_columns(
+    cluster: Cluster, namespace: str, epic21: dict[str, Any], tmp_path: Path
+) -> None:
+    out = kubectl(cluster.kubeconfig, "-n", namespace, "get", "ffs").stdout.splitlines()
+    assert out[0].split() == ["NAME", "FLAGS", "ENABLED", "OVERRIDES", "READY", "AGE"]
+    assert out[1].split()[:5] == ["epic21", "6", "0", "0", "True"]
+    assert kubectl(cluster.kubeconfig, "-n", namespace, "get", "flagops").stdout.count("epic21") == 1

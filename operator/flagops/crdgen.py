@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from flagops.models import common, flagset
+from flagops.models import common, flagset, rollback
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIRS = (REPO_ROOT / "crds",)
@@ -80,7 +80,31 @@ FEATURE_FLAG_SET = Kind(
     ),
 )
 
-KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET,)
+ROLLBACK_REQUEST = Kind(
+    kind="RollbackRequest",
+    plural="rollbackrequests",
+    singular="rollbackrequest",
+    short_names=("rollback", "rollbacks", "rbr"),
+    spec=rollback.RollbackRequestSpec,
+    status=rollback.RollbackRequestStatus,
+    description="A request to roll flags of a FeatureFlagSet back to their safe values: flagops applies "
+    "it, restarts what the flags affect, validates the recovery and records phases and timings.",
+    printers=(
+        Printer("FlagSet", ".spec.flagSet", "string", "The FeatureFlagSet"),
+        Printer("Phase", ".status.phase", "string", "Where the request is"),
+        Printer("Flags", ".status.flagsSummary", "string", "Flags rolled back"),
+        Printer("Execute", ".status.durations.timeToExecute", "string", "Go-ahead to restarts done"),
+        Printer("Validate", ".status.durations.timeToValidate", "string", "Restarts done to checks passed"),
+        Printer("Age", ".metadata.creationTimestamp", "date"),
+        Printer("Emergency", ".spec.emergency", "boolean", "Approval gate skipped", 1),
+        Printer("DryRun", ".spec.dryRun", "boolean", "Plan only", 1),
+        Printer("Incident", ".spec.incident", "string", "Incident reference", 1),
+        Printer("Message", ".status.message", "string", "Last news", 1),
+    ),
+    spec_validations=rollback.SPEC_VALIDATIONS,
+)
+
+KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET, ROLLBACK_REQUEST)
 
 
 def structural(schema: dict[str, Any]) -> dict[str, Any]:
@@ -115,6 +139,10 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             node.pop(key, None)
         if node.get("additionalProperties") is False:
             node.pop("additionalProperties")
+        if node.get("additionalProperties") is True:
+            # dict[str, Any]: free-form; structural schemas say so with preserve-unknown-fields.
+            node.pop("additionalProperties")
+            node["x-kubernetes-preserve-unknown-fields"] = True
         if node.get("type") == "object" and "properties" not in node and "additionalProperties" not in node:
             # A free-form object: keep what is written (the API server would prune it all).
             node["x-kubernetes-preserve-unknown-fields"] = True

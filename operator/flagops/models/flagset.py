@@ -7,6 +7,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
+from flagops.models.checks import MAX_CHECKS, Check
 from flagops.models.common import (
     CONDITIONS_EXTRA,
     Condition,
@@ -73,6 +74,11 @@ class Flag(Model):
         max_length=MAX_WORKLOADS,
         description="Workloads in this namespace that consume the flag and restart when it changes.",
     )
+    checks: list[Check] = Field(
+        default_factory=list,
+        max_length=MAX_CHECKS,
+        description="Checks that prove a rollback of this flag worked (run after its restarts).",
+    )
 
 
 class RolloutStrategy(StrEnum):
@@ -91,6 +97,21 @@ class RolloutPolicy(Model):
     )
     timeout_seconds: int = Field(
         default=600, ge=1, le=86400, description="How long one workload's rollout may take."
+    )
+
+
+class ApprovalPolicy(Model):
+    window_seconds: int = Field(
+        default=3600,
+        ge=0,
+        le=30 * 86400,
+        description="A rollback of one flag within this many seconds of that flag's last change needs "
+        "no approval; later ones, and rollbacks of several flags, wait for spec.approved.",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Users, or groups as group:NAME, whose approval counts (enforced at admission).",
     )
 
 
@@ -119,6 +140,9 @@ class FeatureFlagSetSpec(Model):
     )
     rollout: RolloutPolicy = Field(
         default_factory=RolloutPolicy, description="How workloads are restarted when flags change."
+    )
+    approval: ApprovalPolicy = Field(
+        default_factory=ApprovalPolicy, description="The authority matrix for rollbacks of these flags."
     )
 
 

@@ -66,3 +66,30 @@ def find(conditions: list[Condition], type_: str) -> Condition | None:
 def is_true(conditions: list[Condition], type_: str) -> bool:
     found = find(conditions, type_)
     return found is not None and found.status == ConditionStatus.TRUE
+
+
+# RollbackRequest condition types (Succeeded is the summary, for `kubectl wait`).
+APPROVED: Final = "Approved"
+FLAGS_APPLIED: Final = "FlagsApplied"
+ROLLED_OUT: Final = "RolledOut"
+VALIDATED: Final = "Validated"
+SUCCEEDED: Final = "Succeeded"
+
+# RollbackRequest reasons.
+PLANNING: Final = "Planning"
+FLAG_SET_NOT_FOUND: Final = "FlagSetNotFound"
+FLAG_SET_INVALID: Final = "FlagSetInvalid"
+UNKNOWN_FLAG: Final = "UnknownFlag"
+AWAITING_APPROVAL: Final = "AwaitingApproval"
+BASELINE_UNAVAILABLE: Final = "BaselineUnavailable"
+APPLYING_OVERRIDES: Final = "ApplyingOverrides"
+ROLLING_OUT: Final = "RollingOut"
+ROLLOUT_TIMEOUT: Final = "RolloutTimeout"
+VALIDATING: Final = "Validating"
+CHECK_FAILED: Final = "CheckFailed"
+RESTORING: Final = "Restoring"
+ROLLBACK_SUCCEEDED: Final = "RollbackSucceeded"
+DRILL_SUCCEEDED: Final = "DrillSucceeded"
+ALREADY_ROLLED_BACK: Final = "AlreadyRolledBack"
+ABORTED: Final = "Aborted"
+DRY_RUN: Final = "DryRun"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, JsonValue
 
 from flagops.models import common, flagset, rollback
 
@@ -52,7 +52,7 @@ class Kind:
     status: type[BaseModel]
     description: str
     printers: tuple[Printer, ...]
-    spec_validations: tuple[dict[str, str], ...] = field(default=())
+    spec_validations: tuple[dict[str, JsonValue], ...] = field(default=())
 
     @property
     def name(self) -> str:

@@ -70,6 +70,24 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         controller.workloads.update(namespace, name, body.get("spec"))
         controller.enqueue(Key("FeatureFlagSet", namespace, name))
 
+    @kopf.on.event(GROUP, VERSION, "rollbackrequests", registry=registry)
+    def rollback_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+        if namespace is None:
+            return
+        spec = body.get("spec") or {}
+        flag_set = spec.get("flagSet")
+        if type == "DELETED":
+            controller.rollbacks.cache.pop((namespace, name), None)
+        else:
+            controller.rollbacks.cache[(namespace, name)] = {
+                "spec": dict(spec),
+                "status": dict(body.get("status") or {}),
+            }
+            controller.enqueue(Key("RollbackRequest", namespace, name))
+        if isinstance(flag_set, str) and (type == "DELETED" or spec.get("release")):
+            # A deleted or released request lifts its lock: the set serves its spec again.
+            controller.enqueue(Key("FeatureFlagSet", namespace, flag_set))
+
     for kind, plural in (
         ("Deployment", "deployments"),
         ("StatefulSet", "statefulsets"),
@@ -87,6 +105,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 sets.add(claimed)
             for set_name in sets:
                 controller.enqueue(Key("FeatureFlagSet", namespace, set_name))
+            for rollback in controller.rollbacks.waiting.get((namespace, _kind, name), ()):
+                controller.enqueue(Key("RollbackRequest", namespace, rollback))
 
         kopf.on.event("apps", "v1", plural, registry=registry, id=f"{plural}-event")(workload_event)
 

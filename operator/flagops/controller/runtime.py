@@ -17,10 +17,12 @@ from flagops import kube
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
 from flagops.controller.queue import WorkQueue
+from flagops.controller.rollbacks import RollbackReconciler
+from flagops.models.flagset import Override
 
 logger = logging.getLogger(__name__)
 
-KeyKind = Literal["FeatureFlagSet"]
+KeyKind = Literal["FeatureFlagSet", "RollbackRequest"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,13 @@ class Controller:
         self.kube = client
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(client)
-        self.flagsets = FlagSetReconciler(client, self.events)
+        self.flagsets = FlagSetReconciler(client, self.events, override_in_force=self._override_in_force)
+        self.rollbacks = RollbackReconciler(
+            client,
+            self.events,
+            self.flagsets,
+            enqueue_set=lambda namespace, name: self.enqueue(Key("FeatureFlagSet", namespace, name)),
+        )
         self.workloads = WorkloadIndex()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
@@ -69,6 +77,9 @@ class Controller:
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
+
+    async def _override_in_force(self, namespace: str, override: Override) -> bool:
+        return await self.rollbacks.override_in_force(namespace, override)
 
     async def run(self) -> None:
         self._tasks = [
@@ -85,6 +96,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.queue.close()
+        await self.rollbacks.close()
 
     async def _worker(self, number: int) -> None:
         while True:
@@ -114,4 +126,6 @@ class Controller:
         match key.kind:
             case "FeatureFlagSet":
                 return await self.flagsets.reconcile(key.namespace, key.name)
+            case "RollbackRequest":
+                return await self.rollbacks.reconcile(key.namespace, key.name)
         raise AssertionError(key)

@@ -27,7 +27,9 @@ class HttpCheck(Model):
         max_length=2048,
         pattern=r"^https?://",
     )
-    expected_status: int = Field(default=200, ge=100, le=599, description="HTTP status that counts as success.")
+    expected_status: int = Field(
+        default=200, ge=100, le=599, description="HTTP status that counts as success."
+    )
     json_path: str | None = Field(
         default=None,
         max_length=256,
@@ -37,7 +39,7 @@ class HttpCheck(Model):
     expected_value: str | None = Field(
         default=None,
         max_length=1024,
-        description="The value jsonPath must have (JSON text: ok, true, 3, \"3\" all compare as written).",
+        description='The value jsonPath must have (JSON text: ok, true, 3, "3" all compare as written).',
     )
     timeout_seconds: int = Field(default=5, ge=1, le=60, description="Timeout of one request.")
 
@@ -57,10 +59,13 @@ class InvariantComparison(StrEnum):
 
 
 class InvariantCheck(Model):
-    http: HttpCheck = Field(description="Where the value is read (jsonPath selects it), before the flip and after.")
+    http: HttpCheck = Field(
+        description="Where the value is read (jsonPath selects it), before the flip and after."
+    )
     comparison: InvariantComparison = Field(
         default=InvariantComparison.UNCHANGED,
-        description="Unchanged, NotDecreased or NotIncreased: how the value after must relate to the value before.",
+        description="Unchanged, NotDecreased or NotIncreased: how the value after must relate to the "
+        "value before.",
     )
 
 
@@ -80,7 +85,9 @@ class Check(Model):
     name: str = Field(
         max_length=63, pattern=CHECK_NAME, description="Name of the check, unique within a request."
     )
-    http: HttpCheck | None = Field(default=None, description="GET a URL; pass on the expected status (and value).")
+    http: HttpCheck | None = Field(
+        default=None, description="GET a URL; pass on the expected status (and value)."
+    )
     job: JobCheck | None = Field(default=None, description="Run a Job; pass when it completes.")
     invariant: InvariantCheck | None = Field(
         default=None, description="Read a value before the flip and compare it after."
@@ -91,7 +98,10 @@ class Check(Model):
         default=0, ge=0, le=100, description="Failed measurements tolerated; one more fails the check."
     )
     deadline_seconds: int = Field(
-        default=300, ge=1, le=86400, description="The check fails if it has not passed this long after it started."
+        default=300,
+        ge=1,
+        le=86400,
+        description="The check fails if it has not passed this long after it started.",
     )
 
     @property

@@ -19,7 +19,9 @@ from flagops.models.common import (
 )
 from flagops.models.flagset import MAX_FLAGS, WorkloadKind
 
-IMMUTABLE = "spec is immutable once created (only approved, abort and release may change); create a new request"
+IMMUTABLE = (
+    "spec is immutable once created (only approved, abort and release may change); create a new request"
+)
 
 
 def immutable(field_name: str) -> dict[str, Any]:
@@ -49,7 +51,10 @@ class RollbackRequestSpec(Model):
         json_schema_extra=immutable("emergency"),
     )
     reason: str = Field(
-        default="", max_length=1024, description="Why the rollback is requested.", json_schema_extra=immutable("reason")
+        default="",
+        max_length=1024,
+        description="Why the rollback is requested.",
+        json_schema_extra=immutable("reason"),
     )
     incident: str = Field(
         default="",
@@ -83,7 +88,8 @@ class RollbackRequestSpec(Model):
     )
     abort: bool = Field(
         default=False,
-        description="Stop the request. What was already applied stays applied (see status). May be set later.",
+        description="Stop the request. What was already applied stays applied (see status). "
+        "May be set later.",
     )
     release: bool = Field(
         default=False,
@@ -125,8 +131,12 @@ class Phase(StrEnum):
 class FlagChange(Model):
     name: str = Field(description="The flag.")
     from_: bool = Field(alias="from", description="Value served before the rollback.")
-    to: bool = Field(description="Value served after it (the safe value, or false where a prerequisite is rolled back).")
-    requested: bool = Field(default=True, description="False when it changes only because a flag it requires does.")
+    to: bool = Field(
+        description="Value served after it (the safe value, or false where a prerequisite is rolled back)."
+    )
+    requested: bool = Field(
+        default=True, description="False when it changes only because a flag it requires does."
+    )
 
 
 class PlannedWorkload(Model):
@@ -150,7 +160,9 @@ class Plan(Model):
     )
     workloads: list[PlannedWorkload] = Field(default_factory=list, description="Workloads that restart.")
     checks: list[PlannedCheck] = Field(default_factory=list, description="Checks run after the restarts.")
-    approval_required: bool = Field(default=False, description="Whether the approval policy asks for approval.")
+    approval_required: bool = Field(
+        default=False, description="Whether the approval policy asks for approval."
+    )
     approval_reason: str = Field(default="", description="Why approval is, or is not, required.")
 
 
@@ -203,9 +215,13 @@ class WorkloadResult(Model):
 
 class Durations(Model):
     time_to_decision: str | None = Field(default=None, description="detectedAt to request created.")
-    time_to_execute: str | None = Field(default=None, description="Go-ahead (approval or start) to restarts done.")
+    time_to_execute: str | None = Field(
+        default=None, description="Go-ahead (approval or start) to restarts done."
+    )
     time_to_validate: str | None = Field(default=None, description="Restarts done to checks passed.")
-    time_to_restore: str | None = Field(default=None, description="Drill only: checks passed to values restored.")
+    time_to_restore: str | None = Field(
+        default=None, description="Drill only: checks passed to values restored."
+    )
     total: str | None = Field(default=None, description="Request created to completed.")
 
 
@@ -218,7 +234,9 @@ class Seconds(Model):
 
 
 class RollbackRequestStatus(Model):
-    observed_generation: int | None = Field(default=None, description="The .metadata.generation last acted on.")
+    observed_generation: int | None = Field(
+        default=None, description="The .metadata.generation last acted on."
+    )
     phase: Phase | None = Field(default=None, description="Where the request is in its lifecycle.")
     message: str = Field(default="", description="What happened last, and what to do if anything.")
     conditions: list[Condition] = Field(
@@ -226,7 +244,9 @@ class RollbackRequestStatus(Model):
         description="Approved, FlagsApplied, RolledOut, Validated and the summary Succeeded.",
         json_schema_extra=CONDITIONS_EXTRA,
     )
-    plan: Plan | None = Field(default=None, description="What the rollback changes, written before anything changes.")
+    plan: Plan | None = Field(
+        default=None, description="What the rollback changes, written before anything changes."
+    )
     flags_summary: str = Field(default="", description="The flags, for the printer column.")
     applied: list[str] = Field(
         default_factory=list, description="Flags whose override is in the set's status (the lock)."
@@ -234,12 +254,22 @@ class RollbackRequestStatus(Model):
     locked: bool = Field(default=False, description="Whether this request still holds its flags.")
     workloads: list[WorkloadResult] = Field(default_factory=list, description="Per-workload rollout results.")
     checks: list[CheckResult] = Field(default_factory=list, description="Per-check results.")
-    started_at: datetime.datetime | None = Field(default=None, description="When flagops picked the request up.")
-    approved_at: datetime.datetime | None = Field(default=None, description="When it was approved (or needed none).")
-    flags_applied_at: datetime.datetime | None = Field(default=None, description="When the overrides took effect.")
-    rollout_completed_at: datetime.datetime | None = Field(default=None, description="When the restarts completed.")
+    started_at: datetime.datetime | None = Field(
+        default=None, description="When flagops picked the request up."
+    )
+    approved_at: datetime.datetime | None = Field(
+        default=None, description="When it was approved (or needed none)."
+    )
+    flags_applied_at: datetime.datetime | None = Field(
+        default=None, description="When the overrides took effect."
+    )
+    rollout_completed_at: datetime.datetime | None = Field(
+        default=None, description="When the restarts completed."
+    )
     validated_at: datetime.datetime | None = Field(default=None, description="When every check passed.")
     restored_at: datetime.datetime | None = Field(default=None, description="Drill only: values restored.")
-    completed_at: datetime.datetime | None = Field(default=None, description="When a terminal phase was reached.")
+    completed_at: datetime.datetime | None = Field(
+        default=None, description="When a terminal phase was reached."
+    )
     durations: Durations = Field(default_factory=Durations, description="Durations, readable (12.4s, 3m05s).")
     seconds: Seconds = Field(default_factory=Seconds, description="The same durations in seconds.")

@@ -1,0 +1,622 @@
+"""Carries a RollbackRequest through its phases.
+
+Each pass does one step and records it in status before the next step starts, so a
+restarted operator resumes where the last one stopped: the plan is written before
+anything changes, overrides are added idempotently (one per flag and request), restarts
+follow from hashes (never repeated), and check counters live in status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from flagops import conditions as c
+from flagops import kube
+from flagops.checks import http as http_probe
+from flagops.checks import job as job_probe
+from flagops.controller.events import EventRecorder
+from flagops.controller.flagsets import FLAGSETS, FlagSetReconciler, parse_status, utcnow, validation_message
+from flagops.models.checks import Check
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, Override
+from flagops.models.rollback import (
+    CheckPhase,
+    CheckResult,
+    Measurement,
+    Phase,
+    PlannedWorkload,
+    RollbackRequestSpec,
+    RollbackRequestStatus,
+    WorkloadResult,
+)
+from flagops.reconcile import flagset as fs
+from flagops.reconcile import rollback as logic
+
+logger = logging.getLogger(__name__)
+
+ROLLBACKS = kube.Resource("flagops.io", "v1alpha1", "rollbackrequests")
+# While restarts run, look again this often even without a watch event (deadlines).
+ROLLOUT_RECHECK_SECONDS = 2.0
+
+Clock = Callable[[], datetime.datetime]
+
+
+class Failure(Exception):
+    """Ends the request in Failed with this reason and message."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class RollbackReconciler:
+    def __init__(
+        self,
+        client: kube.Kube,
+        recorder: EventRecorder,
+        flagsets: FlagSetReconciler,
+        *,
+        enqueue_set: Callable[[str, str], None],
+        clock: Clock = utcnow,
+    ) -> None:
+        self._kube = client
+        self._events = recorder
+        self._flagsets = flagsets
+        self._enqueue_set = enqueue_set
+        self._clock = clock
+        self._http = http_probe.Prober()
+        # Latest bodies seen on the watch, to answer "is this override still held?" cheaply.
+        self.cache: dict[tuple[str, str], dict[str, Any]] = {}
+        # Workloads a request waits on: (namespace, kind, name) -> request names.
+        self.waiting: dict[tuple[str, str, str], set[str]] = {}
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def override_in_force(self, namespace: str, override: Override) -> bool:
+        """An override holds while its request exists and is not released. (A drill removes
+        its own overrides when it restores.)"""
+        body = self.cache.get((namespace, override.held_by))
+        if body is None:
+            # Not seen on the watch (yet): ask the API server rather than drop a lock by mistake.
+            body = await self._kube.get(ROLLBACKS.path(namespace, override.held_by))
+        return body is not None and not (body.get("spec") or {}).get("release")
+
+    # -- the pass ------------------------------------------------------------------------
+
+    async def reconcile(self, namespace: str, name: str) -> float | None:
+        body = await self._kube.get(ROLLBACKS.path(namespace, name))
+        if body is None:
+            self._unwait(namespace, name)
+            return None
+        try:
+            spec = RollbackRequestSpec.model_validate(body.get("spec") or {})
+        except ValidationError as err:
+            status = self._status(body)
+            if status.phase and Phase(status.phase).terminal:
+                return None
+            return await self._finish(
+                body,
+                status,
+                Phase.FAILED,
+                "InvalidSpec",
+                validation_message(err),
+            )
+        status = self._status(body)
+        phase = Phase(status.phase) if status.phase else Phase.PENDING
+        if phase.terminal:
+            if spec.release and status.locked:
+                await self._release(body, spec, status)
+            self._unwait(namespace, name)
+            return None
+        if spec.abort:
+            return await self._abort(body, spec, status, phase)
+        try:
+            match phase:
+                case Phase.PENDING:
+                    return await self._start(body, spec, status)
+                case Phase.AWAITING_APPROVAL:
+                    return await self._await_approval(body, spec, status)
+                case Phase.APPLYING:
+                    return await self._apply(body, spec, status)
+                case Phase.ROLLING_OUT:
+                    return await self._roll_out(body, spec, status)
+                case Phase.VALIDATING:
+                    return await self._validate(body, spec, status)
+                case Phase.RESTORING:
+                    return await self._restore(body, spec, status)
+        except Failure as failure:
+            return await self._finish(body, status, Phase.FAILED, failure.reason, failure.message)
+        raise AssertionError(phase)
+
+    # -- phases --------------------------------------------------------------------------
+
+    async def _start(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        now = self._clock()
+        set_spec, set_status = await self._flagset(body, spec)
+        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, set_status, now)
+        if result.error:
+            raise Failure(c.UNKNOWN_FLAG, result.error)
+        flags, _ = logic.requested_flags(spec, set_spec)
+        required, why = logic.approval_needed(spec, set_spec, set_status, flags, now)
+        plan = result.plan.model_copy(update={"approval_required": required, "approval_reason": why})
+        summary = "all" if spec.all else ",".join(flags) if len(flags) <= 3 else f"{len(flags)} flags"
+        status = status.model_copy(update={"plan": plan, "started_at": now, "flags_summary": summary})
+        if spec.dry_run:
+            message = (
+                f"dry run: {len(plan.flags)} flag(s) would change, {len(plan.workloads)} workload(s) "
+                f"restart, {len(plan.checks)} check(s) run; nothing was changed"
+            )
+            return await self._finish(body, status, Phase.PLANNED, c.DRY_RUN, message)
+        if required and not spec.approved:
+            return await self._save(body, status, Phase.AWAITING_APPROVAL, c.AWAITING_APPROVAL, why)
+        status = status.model_copy(update={"approved_at": now})
+        return await self._save(
+            body, status, Phase.APPLYING, c.APPLYING_OVERRIDES, self._applying_message(status)
+        )
+
+    async def _await_approval(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        if not spec.approved:
+            return None  # the approval arrives as a spec change, which wakes us
+        status = status.model_copy(update={"approved_at": self._clock()})
+        return await self._save(
+            body, status, Phase.APPLYING, c.APPLYING_OVERRIDES, self._applying_message(status)
+        )
+
+    def _applying_message(self, status: RollbackRequestStatus) -> str:
+        plan = status.plan
+        assert plan is not None
+        if not plan.flags:
+            return f"{', '.join(plan.unchanged)} already at the safe value: holding it, no restart needed"
+        return "applying: " + ", ".join(
+            f"{f.name} {str(f.from_).lower()} -> {str(f.to).lower()}" for f in plan.flags
+        )
+
+    async def _apply(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        plan = status.plan
+        assert plan is not None
+        now = self._clock()
+        set_spec, _ = await self._flagset(body, spec)
+        flags, _ = logic.requested_flags(spec, set_spec)
+        checks = {check.name: (source, check) for source, check in logic.gather_checks(spec, set_spec, flags)}
+
+        # Invariants are read before anything changes; if one cannot be read, nothing changes.
+        results = {r.name: r for r in status.checks}
+        for planned in plan.checks:
+            source, check = checks[planned.name]
+            if planned.name in results:
+                continue
+            result = CheckResult(name=check.name, type=check.kind, source=source)
+            if check.invariant is not None:
+                try:
+                    baseline = await self._http.read_value(check.invariant.http)
+                except http_probe.ProbeError as err:
+                    raise Failure(
+                        c.BASELINE_UNAVAILABLE,
+                        f"check {check.name}: could not read the value before the rollback ({err}); "
+                        "nothing was changed",
+                    ) from err
+                result = result.model_copy(update={"baseline": baseline})
+            results[planned.name] = result
+        status = status.model_copy(update={"checks": [results[p.name] for p in plan.checks]})
+
+        async with self._flagsets.lock(namespace, spec.flag_set):
+            set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
+            if set_body is None:
+                raise Failure(
+                    c.FLAG_SET_NOT_FOUND, f"FeatureFlagSet {spec.flag_set} was deleted; nothing applied"
+                )
+            set_status = parse_status(set_body.get("status"))
+            overrides = logic.with_overrides(set_status.overrides, flags, set_spec, name, now)
+            if overrides != set_status.overrides:
+                await self._kube.patch(
+                    FLAGSETS.path(namespace, spec.flag_set, "status"),
+                    {
+                        "metadata": {"resourceVersion": set_body["metadata"]["resourceVersion"]},
+                        "status": {"overrides": [o.to_api() for o in overrides]},
+                    },
+                )
+        self._enqueue_set(namespace, spec.flag_set)
+        status = status.model_copy(update={"applied": flags, "locked": True, "flags_applied_at": now})
+        self._wait(namespace, name, plan.workloads)
+        message = (
+            f"restarting {len(plan.workloads)} workload(s): "
+            + ", ".join(f"{w.kind.lower()}/{w.name}" for w in plan.workloads)
+            if plan.workloads
+            else "no workload restarts for this change"
+        )
+        return await self._save(body, status, Phase.ROLLING_OUT, c.ROLLING_OUT, message)
+
+    async def _roll_out(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        plan = status.plan
+        assert plan is not None
+        set_spec, _ = await self._flagset(body, spec)
+        done, results = await self._rollout_state(body, plan.workloads, to_new=True, status=status)
+        status = status.model_copy(update={"workloads": results})
+        if not done:
+            self._check_rollout_deadline(status, status.flags_applied_at, set_spec.rollout.timeout_seconds)
+            await self._save(body, status, Phase.ROLLING_OUT, c.ROLLING_OUT, self._progress_message(results))
+            return ROLLOUT_RECHECK_SECONDS
+        now = self._clock()
+        self._unwait(body["metadata"]["namespace"], body["metadata"]["name"])
+        flags, _ = logic.requested_flags(spec, set_spec)
+        checks = {check.name: (source, check) for source, check in logic.gather_checks(spec, set_spec, flags)}
+        started = []
+        for result in status.checks:
+            source, check = checks[result.name]
+            target = None
+            if check.job is not None:
+                manifest = job_probe.job_manifest(
+                    body, check.name, check.job.template, check.deadline_seconds
+                )
+                await job_probe.ensure(self._kube, manifest)
+                target = f"Job {manifest['metadata']['namespace']}/{manifest['metadata']['name']}"
+            started.append(
+                logic.start_check(source, check, now, target).model_copy(update={"baseline": result.baseline})
+            )
+        status = status.model_copy(update={"rollout_completed_at": now, "checks": started})
+        message = f"validating: {len(started)} check(s)" if started else "no checks to run"
+        return await self._save(body, status, Phase.VALIDATING, c.VALIDATING, message)
+
+    async def _validate(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        set_spec, _ = await self._flagset(body, spec)
+        flags, _ = logic.requested_flags(spec, set_spec)
+        checks = {check.name: check for _, check in logic.gather_checks(spec, set_spec, flags)}
+        now = self._clock()
+        due = [r for r in status.checks if not r.done and (r.next_at is None or r.next_at <= now)]
+        measured = await asyncio.gather(*(self._measure(body, checks[r.name], r) for r in due))
+        updated = {r.name: r for r in status.checks}
+        for result, measurement in zip(due, measured, strict=True):
+            updated[result.name] = logic.record(checks[result.name], result, measurement, self._clock())
+        results = [updated[r.name] for r in status.checks]
+        status = status.model_copy(update={"checks": results})
+
+        failed = [r for r in results if r.phase == CheckPhase.FAILED]
+        if failed:
+            detail = "; ".join(f"check {r.name} failed: {r.message}" for r in failed)
+            return await self._finish(
+                body,
+                status,
+                Phase.FAILED,
+                c.CHECK_FAILED,
+                f"{detail}. The flags stay rolled back; investigate before release",
+            )
+        if all(r.phase == CheckPhase.PASSED for r in results):
+            now = self._clock()
+            status = status.model_copy(update={"validated_at": now})
+            if spec.drill:
+                await self._remove_overrides(body, spec)
+                self._wait(
+                    body["metadata"]["namespace"],
+                    body["metadata"]["name"],
+                    status.plan.workloads if status.plan else [],
+                )
+                return await self._save(
+                    body,
+                    status,
+                    Phase.RESTORING,
+                    c.RESTORING,
+                    "drill: validated; restoring the previous values",
+                )
+            return await self._finish(
+                body, status, Phase.SUCCEEDED, c.ROLLBACK_SUCCEEDED, self._success_message(status)
+            )
+        pending = [r.next_at for r in results if not r.done and r.next_at is not None]
+        await self._save(body, status, Phase.VALIDATING, c.VALIDATING, self._checks_message(results))
+        if not pending:
+            return 1.0
+        return max(min((at - self._clock()).total_seconds() for at in pending), 0.05)
+
+    async def _restore(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> float | None:
+        plan = status.plan
+        assert plan is not None
+        set_spec, _ = await self._flagset(body, spec)
+        if status.locked:
+            await self._remove_overrides(body, spec)
+        done, results = await self._rollout_state(body, plan.workloads, to_new=False, status=status)
+        status = status.model_copy(update={"locked": False, "applied": []})
+        if not done:
+            self._check_rollout_deadline(status, status.validated_at, set_spec.rollout.timeout_seconds)
+            await self._save(
+                body, status, Phase.RESTORING, c.RESTORING, "drill: " + self._progress_message(results)
+            )
+            return ROLLOUT_RECHECK_SECONDS
+        self._unwait(body["metadata"]["namespace"], body["metadata"]["name"])
+        status = status.model_copy(update={"restored_at": self._clock()})
+        return await self._finish(
+            body,
+            status,
+            Phase.SUCCEEDED,
+            c.DRILL_SUCCEEDED,
+            "drill succeeded: " + self._success_message(status) + "; previous values restored",
+        )
+
+    async def _abort(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus, phase: Phase
+    ) -> float | None:
+        self._unwait(body["metadata"]["namespace"], body["metadata"]["name"])
+        if status.applied:
+            message = (
+                f"aborted during {phase}: {', '.join(status.applied)} already applied and held at the "
+                "safe value; set release: true (or delete the request) to lift it"
+            )
+        else:
+            message = f"aborted during {phase}: nothing was changed"
+        return await self._finish(body, status, Phase.ABORTED, c.ABORTED, message)
+
+    async def _release(
+        self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
+    ) -> None:
+        await self._remove_overrides(body, spec)
+        released = ", ".join(status.applied)
+        status = status.model_copy(update={"locked": False, "applied": []})
+        message = f"{status.message}. Released: {released} follow the FeatureFlagSet's spec again"
+        await self._write(body, status.model_copy(update={"message": message}))
+        await self._events.emit(
+            body,
+            reason="Released",
+            action="Release",
+            note=f"Lock released: {released} follow the FeatureFlagSet's spec again",
+        )
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _flagset(
+        self, body: dict[str, Any], spec: RollbackRequestSpec
+    ) -> tuple[FeatureFlagSetSpec, FeatureFlagSetStatus]:
+        namespace = body["metadata"]["namespace"]
+        set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
+        if set_body is None:
+            raise Failure(
+                c.FLAG_SET_NOT_FOUND,
+                f"FeatureFlagSet {spec.flag_set} not found in namespace {namespace}; fix spec.flagSet "
+                "in a new request (nothing was changed by this one)",
+            )
+        try:
+            set_spec = FeatureFlagSetSpec.model_validate(set_body.get("spec") or {})
+        except ValidationError as err:
+            raise Failure(
+                c.FLAG_SET_INVALID, f"FeatureFlagSet {spec.flag_set} is invalid: {validation_message(err)}"
+            ) from err
+        return set_spec, parse_status(set_body.get("status"))
+
+    async def _remove_overrides(self, body: dict[str, Any], spec: RollbackRequestSpec) -> None:
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        async with self._flagsets.lock(namespace, spec.flag_set):
+            set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
+            if set_body is None:
+                return
+            current = parse_status(set_body.get("status")).overrides
+            remaining = logic.without_overrides(current, name)
+            if remaining != current:
+                await self._kube.patch(
+                    FLAGSETS.path(namespace, spec.flag_set, "status"),
+                    {
+                        "metadata": {"resourceVersion": set_body["metadata"]["resourceVersion"]},
+                        "status": {"overrides": [o.to_api() for o in remaining]},
+                    },
+                )
+        self._enqueue_set(namespace, spec.flag_set)
+
+    async def _rollout_state(
+        self,
+        body: dict[str, Any],
+        workloads: list[PlannedWorkload],
+        *,
+        to_new: bool,
+        status: RollbackRequestStatus,
+    ) -> tuple[bool, list[WorkloadResult]]:
+        namespace = body["metadata"]["namespace"]
+        before = {(str(w.kind), w.name): w for w in status.workloads}
+        objs = await asyncio.gather(
+            *(self._kube.get(kube.WORKLOADS[w.kind].path(namespace, w.name)) for w in workloads)
+        )
+        results, done = [], True
+        for planned, obj in zip(workloads, objs, strict=True):
+            prev = before.get((str(planned.kind), planned.name))
+            want = planned.to_hash if to_new else planned.from_hash
+            if obj is None:
+                results.append(
+                    WorkloadResult(
+                        kind=planned.kind,
+                        name=planned.name,
+                        state="Missing",
+                        message="deleted during the rollback; nothing to restart",
+                    )
+                )
+                continue
+            if fs.template_annotations(obj).get(fs.HASH_ANNOTATION) != want:
+                done = False
+                results.append(
+                    WorkloadResult(
+                        kind=planned.kind,
+                        name=planned.name,
+                        state="Pending",
+                        message="waiting for flagops to restart it",
+                    )
+                )
+                continue
+            progress = fs.rollout_progress(planned.kind, obj)
+            if progress.failed:
+                raise Failure(
+                    c.ROLLOUT_FAILED,
+                    f"{planned.kind} {planned.name}: {progress.message}; check its pods and events",
+                )
+            if progress.done:
+                ready_at = (
+                    prev.ready_at if prev and prev.state == "Ready" and prev.ready_at else self._clock()
+                )
+                results.append(
+                    WorkloadResult(
+                        kind=planned.kind,
+                        name=planned.name,
+                        state="Ready",
+                        message=progress.message,
+                        ready_at=ready_at,
+                    )
+                )
+            else:
+                done = False
+                results.append(
+                    WorkloadResult(
+                        kind=planned.kind, name=planned.name, state="Progressing", message=progress.message
+                    )
+                )
+        return done, results
+
+    def _check_rollout_deadline(
+        self, status: RollbackRequestStatus, since: datetime.datetime | None, timeout: int
+    ) -> None:
+        if since is not None and (self._clock() - since).total_seconds() > timeout:
+            late = [
+                f"{w.kind.lower()}/{w.name} ({w.message})" for w in status.workloads if w.state != "Ready"
+            ]
+            raise Failure(
+                c.ROLLOUT_TIMEOUT,
+                f"restarts not complete within rollout.timeoutSeconds={timeout}: "
+                f"{', '.join(late)}; check their pods and events",
+            )
+
+    async def _measure(self, body: dict[str, Any], check: Check, result: CheckResult) -> Measurement | None:
+        now = self._clock()
+        if check.http is not None:
+            value, passed, message = await self._http.measure(check.http)
+            return Measurement(at=now, value=value, passed=passed, message=message)
+        if check.invariant is not None:
+            try:
+                value = await self._http.read_value(check.invariant.http)
+            except http_probe.ProbeError as err:
+                return Measurement(at=now, passed=False, message=str(err))
+            ok, message = logic.compare_invariant(
+                check.invariant.comparison, result.baseline or "null", value
+            )
+            return Measurement(at=now, value=value, passed=ok, message=message)
+        assert check.job is not None
+        name = job_probe.job_name(body["metadata"]["name"], check.name)
+        observed, job_passed, message = await job_probe.measure(
+            self._kube, body["metadata"]["namespace"], name
+        )
+        if job_passed is None:
+            return None  # still running: no measurement, the deadline still applies
+        return Measurement(at=now, value=observed, passed=job_passed, message=message)
+
+    def _progress_message(self, results: list[WorkloadResult]) -> str:
+        waiting = [f"{r.kind.lower()}/{r.name}: {r.message}" for r in results if r.state != "Ready"]
+        return "rolling out: " + "; ".join(waiting) if waiting else "restarts complete"
+
+    def _checks_message(self, results: list[CheckResult]) -> str:
+        passed = sum(r.phase == CheckPhase.PASSED for r in results)
+        running = [f"{r.name} ({r.message or 'waiting'})" for r in results if not r.done]
+        return f"validating: {passed}/{len(results)} passed; waiting on " + ", ".join(running)
+
+    def _success_message(self, status: RollbackRequestStatus) -> str:
+        plan = status.plan
+        flags = ", ".join(f.name for f in plan.flags) if plan and plan.flags else "no flag change"
+        if plan and not plan.flags and plan.unchanged:
+            return (
+                f"{', '.join(plan.unchanged)} already at the safe value (held by another request); "
+                "no restart needed; held until release"
+            )
+        return f"rolled back {flags}; {len(status.checks)} check(s) passed; held until release"
+
+    def _status(self, body: dict[str, Any]) -> RollbackRequestStatus:
+        try:
+            return RollbackRequestStatus.model_validate(body.get("status") or {})
+        except ValidationError:
+            logger.warning("ignoring an unreadable RollbackRequest status: %s", body.get("status"))
+            return RollbackRequestStatus()
+
+    async def _finish(
+        self,
+        body: dict[str, Any],
+        status: RollbackRequestStatus,
+        phase: Phase,
+        reason: str,
+        message: str,
+    ) -> float | None:
+        status = status.model_copy(update={"completed_at": self._clock()})
+        self._unwait(body["metadata"]["namespace"], body["metadata"]["name"])
+        return await self._save(body, status, phase, reason, message)
+
+    async def _save(
+        self, body: dict[str, Any], status: RollbackRequestStatus, phase: Phase, reason: str, message: str
+    ) -> float | None:
+        """Write the phase (and derived conditions and timings); an Event when the phase changes."""
+        now = self._clock()
+        meta = body["metadata"]
+        generation = int(meta.get("generation", 0))
+        created = datetime.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
+        detected = (body.get("spec") or {}).get("detectedAt")
+        detected_at = datetime.datetime.fromisoformat(detected.replace("Z", "+00:00")) if detected else None
+        durations, seconds = logic.timings(status, created, detected_at)
+        previous_phase = status.phase
+        status = status.model_copy(
+            update={
+                "phase": phase,
+                "message": message,
+                "observed_generation": generation,
+                "durations": durations,
+                "seconds": seconds,
+            }
+        )
+        status = status.model_copy(
+            update={
+                "conditions": logic.phase_conditions(
+                    status, phase, reason, message, now=now, generation=generation
+                )
+            }
+        )
+        await self._write(body, status)
+        if previous_phase != phase:
+            warning = phase in (Phase.FAILED, Phase.ABORTED)
+            await self._events.emit(
+                body, reason=reason, action=str(phase), note=message, warning=warning
+            )
+            logger.info(
+                "RollbackRequest %s/%s: %s -> %s: %s",
+                meta["namespace"],
+                meta["name"],
+                previous_phase or "new",
+                phase,
+                message,
+            )
+        return None if phase.terminal or phase == Phase.AWAITING_APPROVAL else 0.0
+
+    async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> None:
+        patch = fs.merge_patch(body.get("status") or {}, status.to_api())
+        if not patch:
+            return
+        meta = body["metadata"]
+        await self._kube.patch(
+            ROLLBACKS.path(meta["namespace"], meta["name"], "status"),
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+        )
+
+    def _wait(self, namespace: str, name: str, workloads: list[PlannedWorkload]) -> None:
+        for w in workloads:
+            self.waiting.setdefault((namespace, str(w.kind), w.name), set()).add(name)
+
+    def _unwait(self, namespace: str, name: str) -> None:
+        for key in [k for k, names in self.waiting.items() if k[0] == namespace and name in names]:
+            self.waiting[key].discard(name)
+            if not self.waiting[key]:
+                del self.waiting[key]

@@ -1,0 +1,368 @@
+"""Pure decisions for a RollbackRequest: the plan, the authority matrix, check evaluation,
+conditions and timings. flagops.controller.rollbacks carries them out."""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from flagops import conditions as c
+from flagops.models.checks import MAX_MEASUREMENTS, Check, InvariantComparison
+from flagops.models.common import Condition, ConditionStatus
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, Override, RolloutStrategy
+from flagops.models.rollback import (
+    CheckPhase,
+    CheckResult,
+    Durations,
+    FlagChange,
+    Measurement,
+    Phase,
+    Plan,
+    PlannedCheck,
+    PlannedWorkload,
+    RollbackRequestSpec,
+    RollbackRequestStatus,
+    Seconds,
+)
+from flagops.reconcile import flagset as fs
+
+# -- the plan --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    plan: Plan
+    overrides: list[Override]  # the set's overrides once this request is applied
+    checks: list[tuple[str, Check]]  # (source, check), names unique
+    error: str | None = None  # what to fix when the request cannot be carried out
+
+
+def requested_flags(spec: RollbackRequestSpec, set_spec: FeatureFlagSetSpec) -> tuple[list[str], list[str]]:
+    """(flags to roll back, names that are not flags of the set)."""
+    known = [f.name for f in set_spec.flags]
+    if spec.all:
+        return known, []
+    unknown = [name for name in spec.flags if name not in known]
+    return [name for name in spec.flags if name in known], unknown
+
+
+def with_overrides(
+    current: Iterable[Override],
+    flags: Iterable[str],
+    set_spec: FeatureFlagSetSpec,
+    holder: str,
+    now: datetime.datetime,
+) -> list[Override]:
+    """The set's overrides plus this request's, one per (flag, holder): idempotent."""
+    safe = {f.name: f.safe_value for f in set_spec.flags}
+    result = list(current)
+    held = {(o.flag, o.held_by) for o in result}
+    for name in flags:
+        if (name, holder) not in held:
+            result.append(Override(flag=name, value=safe[name], held_by=holder, since=now))
+    return result
+
+
+def without_overrides(current: Iterable[Override], holder: str) -> list[Override]:
+    return [o for o in current if o.held_by != holder]
+
+
+def plan_rollback(
+    spec: RollbackRequestSpec,
+    name: str,
+    set_spec: FeatureFlagSetSpec,
+    set_status: FeatureFlagSetStatus,
+    now: datetime.datetime,
+) -> PlanResult:
+    flags, unknown = requested_flags(spec, set_spec)
+    if unknown:
+        return PlanResult(
+            Plan(),
+            [],
+            [],
+            error=f"{', '.join(unknown)} {'is not a flag' if len(unknown) == 1 else 'are not flags'} of "
+            f"FeatureFlagSet {spec.flag_set}; fix the name and create a new request (nothing was changed)",
+        )
+    if not flags:
+        return PlanResult(Plan(), [], [], error=f"FeatureFlagSet {spec.flag_set} has no flags to roll back")
+    current = without_overrides(set_status.overrides, name)
+    before = fs.resolve(set_spec, current).values
+    overrides = with_overrides(current, flags, set_spec, name, now)
+    after = fs.resolve(set_spec, overrides).values
+    changes = [
+        FlagChange.model_validate(
+            {"name": flag, "from": before[flag], "to": after[flag], "requested": flag in flags}
+        )
+        for flag in before
+        if before[flag] != after[flag]
+    ]
+    workloads: list[PlannedWorkload] = []
+    if set_spec.rollout.strategy == RolloutStrategy.RESTART:
+        old = {t.key: t for t in fs.workload_targets(set_spec, before)}
+        for target in fs.workload_targets(set_spec, after):
+            previous = old[target.key]
+            if previous.hash != target.hash:
+                changed = [f for f in target.flags if before[f] != after[f]]
+                workloads.append(
+                    PlannedWorkload(
+                        kind=target.kind,
+                        name=target.name,
+                        flags=changed,
+                        from_hash=previous.hash,
+                        to_hash=target.hash,
+                    )
+                )
+    checks = gather_checks(spec, set_spec, flags)
+    plan = Plan(
+        flags=changes,
+        unchanged=[f for f in flags if before[f] == after[f]],
+        workloads=workloads,
+        checks=[PlannedCheck(name=check.name, type=check.kind, source=source) for source, check in checks],
+    )
+    return PlanResult(plan, overrides, checks)
+
+
+def gather_checks(
+    spec: RollbackRequestSpec, set_spec: FeatureFlagSetSpec, flags: list[str]
+) -> list[tuple[str, Check]]:
+    """The rolled-back flags' checks, then the request's; a repeated name gets a suffix."""
+    found: list[tuple[str, Check]] = []
+    for flag in set_spec.flags:
+        if flag.name in flags:
+            found += [(f"flag {flag.name}", check) for check in flag.checks]
+    found += [("request", check) for check in spec.checks]
+    seen: dict[str, int] = {}
+    unique = []
+    for source, check in found:
+        seen[check.name] = seen.get(check.name, 0) + 1
+        name = check.name if seen[check.name] == 1 else f"{check.name}-{seen[check.name]}"[:63]
+        unique.append((source, check.model_copy(update={"name": name})))
+    return unique
+
+
+# -- the authority matrix --------------------------------------------------------------------
+
+
+def approval_needed(
+    spec: RollbackRequestSpec,
+    set_spec: FeatureFlagSetSpec,
+    set_status: FeatureFlagSetStatus,
+    flags: list[str],
+    now: datetime.datetime,
+) -> tuple[bool, str]:
+    """The plan's authority matrix: (approval required, why)."""
+    if spec.emergency:
+        return False, "emergency rollback: the approval gate is skipped; the rollback is still validated"
+    if len(flags) != 1:
+        return (
+            True,
+            f"rollback of {len(flags)} flags: a multi-flag rollback needs approval (spec.approved: true)",
+        )
+    window = set_spec.approval.window_seconds
+    changed = {f.name: f.last_changed_at for f in set_status.flags}.get(flags[0])
+    if changed is None:
+        return True, f"when {flags[0]} last changed is unknown: approval needed (spec.approved: true)"
+    age = (now - changed).total_seconds()
+    if age <= window:
+        return False, (
+            f"single flag within {format_duration(window)} of its last change "
+            f"({format_duration(age)} ago): no approval needed"
+        )
+    return True, (
+        f"{flags[0]} last changed {format_duration(age)} ago, more than the {format_duration(window)} "
+        "window: approval needed (spec.approved: true)"
+    )
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+def describe_check(check: Check) -> tuple[str, str]:
+    """(resolved target, expectation) for status."""
+    if check.http is not None:
+        expect = f"status {check.http.expected_status}"
+        if check.http.json_path:
+            expect += (
+                f", {check.http.json_path} == {check.http.expected_value}"
+                if check.http.expected_value
+                else f", {check.http.json_path} present"
+            )
+        return f"GET {check.http.url}", expect
+    if check.invariant is not None:
+        source = check.invariant.http
+        return f"GET {source.url} {source.json_path or ''}".strip(), str(check.invariant.comparison)
+    return "Job", "Job completes"
+
+
+def start_check(source: str, check: Check, now: datetime.datetime, target: str | None = None) -> CheckResult:
+    resolved, expectation = describe_check(check)
+    return CheckResult(
+        name=check.name,
+        type=check.kind,
+        source=source,
+        target=target or resolved,
+        expectation=expectation,
+        phase=CheckPhase.RUNNING,
+        started_at=now,
+        next_at=now,
+    )
+
+
+def record(
+    check: Check, result: CheckResult, measurement: Measurement | None, now: datetime.datetime
+) -> CheckResult:
+    """Fold one measurement (None: nothing to measure yet) into the result.
+
+    Passed after `successes` passing measurements in a row; Failed after more than
+    `failure_limit` failing ones, or when the deadline passes first. An inconclusive
+    measurement (passed None) counts as neither.
+    """
+    # Nothing to measure yet (a Job still running): look again soon, not a whole interval later.
+    wait = check.interval_seconds if measurement is not None else min(check.interval_seconds, 1)
+    update: dict[str, object] = {"next_at": now + datetime.timedelta(seconds=wait)}
+    if measurement is not None:
+        history = [*result.measurements, measurement][-MAX_MEASUREMENTS:]
+        successes = result.consecutive_successes + 1 if measurement.passed else 0
+        failures = result.failures + (1 if measurement.passed is False else 0)
+        update |= {
+            "attempts": result.attempts + 1,
+            "measurements": history,
+            "observed": measurement.value,
+            "consecutive_successes": successes,
+            "failures": failures,
+            "message": measurement.message,
+        }
+        if successes >= check.successes:
+            update |= {
+                "phase": CheckPhase.PASSED,
+                "completed_at": now,
+                "next_at": None,
+                "message": f"passed: {measurement.message}",
+            }
+            return result.model_copy(update=update)
+        if failures > check.failure_limit:
+            update |= {
+                "phase": CheckPhase.FAILED,
+                "completed_at": now,
+                "next_at": None,
+                "message": f"failed after {failures} failed measurement(s): {measurement.message}",
+            }
+            return result.model_copy(update=update)
+    started = result.started_at or now
+    if (now - started).total_seconds() > check.deadline_seconds:
+        last = f" (last: {result.measurements[-1].message})" if result.measurements else ""
+        update |= {
+            "phase": CheckPhase.FAILED,
+            "completed_at": now,
+            "next_at": None,
+            "message": f"did not pass within its deadline of {format_duration(check.deadline_seconds)}{last}",
+        }
+    return result.model_copy(update=update)
+
+
+def compare_invariant(comparison: InvariantComparison, baseline: str, value: str) -> tuple[bool, str]:
+    if comparison == InvariantComparison.UNCHANGED:
+        ok = json.loads(baseline) == json.loads(value)
+        return ok, f"{value} {'==' if ok else '!='} {baseline} before the rollback"
+    try:
+        before, after = float(json.loads(baseline)), float(json.loads(value))
+    except (TypeError, ValueError):
+        return False, f"{comparison} needs numbers; read {baseline} before and {value} after"
+    ok = after >= before if comparison == InvariantComparison.NOT_DECREASED else after <= before
+    return ok, f"{value} after vs {baseline} before ({comparison}: {'held' if ok else 'broken'})"
+
+
+# -- phases, conditions, timings -------------------------------------------------------------
+
+
+def format_duration(seconds: float) -> str:
+    """12.4s, 3m05s, 1h02m: readable in a terminal column."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def timings(
+    status: RollbackRequestStatus, created: datetime.datetime, detected_at: datetime.datetime | None
+) -> tuple[Durations, Seconds]:
+    def span(start: datetime.datetime | None, end: datetime.datetime | None) -> float | None:
+        if start is None or end is None:
+            return None
+        return round(max((end - start).total_seconds(), 0.0), 3)
+
+    go_ahead = status.approved_at or status.started_at
+    seconds = Seconds(
+        time_to_decision=span(detected_at, created),
+        time_to_execute=span(go_ahead, status.rollout_completed_at),
+        time_to_validate=span(status.rollout_completed_at, status.validated_at),
+        time_to_restore=span(status.validated_at, status.restored_at),
+        total=span(created, status.completed_at),
+    )
+    durations = Durations.model_validate(
+        {k: format_duration(v) for k, v in seconds.model_dump().items() if v is not None}
+    )
+    return durations, seconds
+
+
+def phase_conditions(
+    status: RollbackRequestStatus,
+    phase: Phase,
+    reason: str,
+    message: str,
+    *,
+    now: datetime.datetime,
+    generation: int,
+) -> list[Condition]:
+    """Conditions that follow from the timestamps reached, plus the summary Succeeded."""
+    conds = list(status.conditions)
+
+    def put(type_: str, ok: bool | None, why: str, text: str) -> None:
+        nonlocal conds
+        value = (
+            ConditionStatus.UNKNOWN if ok is None else ConditionStatus.TRUE if ok else ConditionStatus.FALSE
+        )
+        conds = c.set_condition(conds, type_, value, why, text, now=now, generation=generation)
+
+    if phase == Phase.PLANNED:
+        put(c.SUCCEEDED, False, "DryRun", "dry run: plan written, nothing changed")
+        return conds
+    approval_pending = phase == Phase.AWAITING_APPROVAL
+    put(
+        c.APPROVED,
+        status.approved_at is not None if not approval_pending else False,
+        "Approved" if status.approved_at else "AwaitingApproval" if approval_pending else "NotYet",
+        (status.plan.approval_reason if status.plan else "") or "not evaluated yet",
+    )
+    put(
+        c.FLAGS_APPLIED,
+        status.flags_applied_at is not None,
+        "OverridesApplied" if status.flags_applied_at else "NotApplied",
+        f"held: {', '.join(status.applied)}" if status.applied else "no override applied",
+    )
+    put(
+        c.ROLLED_OUT,
+        status.rollout_completed_at is not None,
+        "RolloutComplete" if status.rollout_completed_at else "NotRolledOut",
+        f"{len(status.workloads)} workload(s) rolled out"
+        if status.rollout_completed_at
+        else "restarts not complete",
+    )
+    put(
+        c.VALIDATED,
+        status.validated_at is not None,
+        "ChecksPassed" if status.validated_at else "NotValidated",
+        f"{len(status.checks)} check(s) passed" if status.validated_at else "checks not passed",
+    )
+    if phase == Phase.SUCCEEDED:
+        put(c.SUCCEEDED, True, reason, message)
+    elif phase.terminal:
+        put(c.SUCCEEDED, False, reason, message)
+    else:
+        put(c.SUCCEEDED, None, reason, message)
+    return conds

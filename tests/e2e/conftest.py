@@ -8,13 +8,13 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from flagops import devcluster
-from tests.support import Cluster, kubectl
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.e2e.helpers import EXAMPLE, REPO, deployments_settled, wait_ready
+from tests.support import Cluster, kubectl, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -109,6 +109,16 @@ def operator(
         if report is not None and report.failed:
             print(f"\n--- operator log ({op.log}) ---\n{op.tail()}")
         assert code in (0, None), f"operator exited with {code} on SIGTERM:\n{op.tail()}"
+
+
+@pytest.fixture
+def epic21(cluster: Cluster, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
+    """The Epic 21 example applied, its rollouts complete and the set Ready."""
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "workloads.yaml"))
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "flagset.yaml"))
+    obj = wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    return obj
 
 
 @pytest.hookimpl(wrapper=True)

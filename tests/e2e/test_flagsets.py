@@ -8,107 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.e2e.conftest import REPO, OperatorProcess
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.helpers import (
+    EXAMPLE,
+    apply,
+    condition,
+    deployments_settled,
+    get_set,
+    load_example_set,
+    replicasets,
+    set_flag,
+    wait_condition,
+    wait_ready,
+)
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
-
-EXAMPLE = REPO / "examples" / "epic21"
-
-
-def load_example_set() -> dict[str, Any]:
-    return yaml.safe_load((EXAMPLE / "flagset.yaml").read_text())  # type: ignore[no-any-return]
-
-
-def apply(cluster: Cluster, namespace: str, obj: dict[str, Any] | list[dict[str, Any]]) -> None:
-    docs = obj if isinstance(obj, list) else [obj]
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "apply",
-        "-f",
-        "-",
-        stdin="\n---\n".join(json.dumps(d) for d in docs),
-    )
-
-
-def get_set(cluster: Cluster, namespace: str, name: str = "epic21") -> dict[str, Any]:
-    return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "featureflagset", name)  # type: ignore[no-any-return]
-
-
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    for cond in obj.get("status", {}).get("conditions", []):
-        if cond["type"] == type_:
-            return cond  # type: ignore[no-any-return]
-    return None
-
-
-def wait_ready(cluster: Cluster, namespace: str, name: str = "epic21", timeout: float = 90) -> dict[str, Any]:
-    """Until the set's status describes its current generation and Ready is True."""
-
-    def probe() -> dict[str, Any] | None:
-        obj = get_set(cluster, namespace, name)
-        ready = condition(obj, "Ready")
-        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return obj if current and ready and ready["status"] == "True" else None
-
-    return wait_until(f"FeatureFlagSet {name} Ready", probe, timeout=timeout)
-
-
-def wait_condition(cluster: Cluster, namespace: str, type_: str, status: str, reason: str) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_set(cluster, namespace)
-        cond = condition(obj, type_)
-        current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
-        return cond if current and cond and (cond["status"], cond["reason"]) == (status, reason) else None
-
-    return wait_until(f"epic21 {type_}={status} ({reason})", probe)
-
-
-def replicasets(cluster: Cluster, namespace: str) -> dict[str, set[str]]:
-    """Deployment name -> the names of its ReplicaSets."""
-    result: dict[str, set[str]] = {}
-    for rs in kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "replicasets")["items"]:
-        owner = rs["metadata"]["ownerReferences"][0]["name"]
-        result.setdefault(owner, set()).add(rs["metadata"]["name"])
-    return result
-
-
-def deployments_settled(cluster: Cluster, namespace: str) -> bool:
-    items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
-    return all(
-        d["status"].get("observedGeneration") == d["metadata"]["generation"]
-        and d["status"].get("updatedReplicas")
-        == d["spec"]["replicas"]
-        == d["status"].get("availableReplicas")
-        and d["status"].get("replicas") == d["spec"]["replicas"]
-        for d in items
-    )
-
-
-def set_flag(cluster: Cluster, namespace: str, index: int, enabled: bool, name: str = "epic21") -> None:
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "featureflagset",
-        name,
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": f"/spec/flags/{index}/enabled", "value": enabled}]),
-    )
-
-
-@pytest.fixture
-def epic21(cluster: Cluster, namespace: str, operator: OperatorProcess) -> dict[str, Any]:
-    """The Epic 21 example applied, its rollouts complete and the set Ready."""
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "workloads.yaml"))
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "flagset.yaml"))
-    obj = wait_ready(cluster, namespace)
-    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
-    return obj
 
 
 def test_configmap_written_with_owner_reference(

@@ -588,9 +588,7 @@ class RollbackReconciler:
         await self._write(body, status)
         if previous_phase != phase:
             warning = phase in (Phase.FAILED, Phase.ABORTED)
-            await self._events.emit(
-                body, reason=reason, action=str(phase), note=message, warning=warning
-            )
+            await self._events.emit(body, reason=reason, action=str(phase), note=message, warning=warning)
             logger.info(
                 "RollbackRequest %s/%s: %s -> %s: %s",
                 meta["namespace"],

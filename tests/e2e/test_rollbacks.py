@@ -1,0 +1,483 @@
+"""RollbackRequest end to end: every path of the lifecycle, on the real control plane."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.helpers import (
+    apply,
+    condition,
+    deployments_settled,
+    get_set,
+    load_example_set,
+    replicasets,
+    set_flag,
+    wait_ready,
+)
+from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
+
+DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"  # flag 0, consumed by butler
+STORAGE = "USE_NEW_STORAGE_ADAPTER"  # flag 2, consumed by api
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    server = Endpoint()
+    server.routes["/healthz"] = (200, {"status": "ok"})
+    server.routes["/dialogs/count"] = (200, {"count": 1042})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def dialog_enabled(cluster: Cluster, namespace: str, epic21: dict[str, Any]) -> dict[str, Any]:
+    """Stage 21_01a deployed: the dialog flag on, its rollout done."""
+    set_flag(cluster, namespace, 0, True)
+    obj = wait_until(
+        "the flag to be served",
+        lambda: (o := wait_ready(cluster, namespace))["status"]["effective"][DIALOG] and o,
+    )
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    return obj
+
+
+def rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": {"flagSet": "epic21", **spec},
+    }
+    apply(cluster, namespace, body)
+
+
+def get_rollback(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequest", name)  # type: ignore[no-any-return]
+
+
+def wait_phase(
+    cluster: Cluster, namespace: str, name: str, phase: str, timeout: float = 90
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = get_rollback(cluster, namespace, name)
+        return obj if obj.get("status", {}).get("phase") == phase else None
+
+    try:
+        return wait_until(f"rollback {name} in phase {phase}", probe, timeout=timeout)
+    except AssertionError as err:
+        status = get_rollback(cluster, namespace, name).get("status", {})
+        raise AssertionError(f"{err}\nphase={status.get('phase')} message={status.get('message')}") from None
+
+
+def served(cluster: Cluster, namespace: str, flag: str) -> str:
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+    return str(cm["data"][flag])
+
+
+def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
+    items = kubectl_json(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        f"regarding.name={name}",
+    )["items"]
+    return [e["reason"] for e in sorted(items, key=lambda e: e["eventTime"])]
+
+
+def http_check(name: str, url: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "http": {"url": url, **extra}, "intervalSeconds": 1}
+
+
+def generations(cluster: Cluster, namespace: str) -> dict[str, int]:
+    items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+    return {d["metadata"]["name"]: d["metadata"]["generation"] for d in items}
+
+
+def test_rollback_applies_restarts_validates_and_times(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
+) -> None:
+    before = generations(cluster, namespace)
+    rollback(
+        cluster,
+        namespace,
+        "rb-21-01a",
+        flags=[DIALOG],
+        reason="dialog context errors > 5%",
+        incident="INC-2025-11-042",
+        detectedAt="2020-01-01T00:00:00Z",
+        checks=[
+            http_check("healthz", f"{endpoint.url}/healthz", jsonPath="$.status", expectedValue="ok"),
+            {
+                "name": "dialog-count",
+                "intervalSeconds": 1,
+                "invariant": {"http": {"url": f"{endpoint.url}/dialogs/count", "jsonPath": "$.count"}},
+            },
+        ],
+    )
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "wait",
+        "rollback/rb-21-01a",
+        "--for=condition=Succeeded",
+        "--timeout=90s",
+        timeout=100,
+    )
+    obj = get_rollback(cluster, namespace, "rb-21-01a")
+    status = obj["status"]
+    assert status["phase"] == "Succeeded"
+    assert status["plan"]["flags"] == [{"name": DIALOG, "from": True, "to": False, "requested": True}]
+    assert [(w["kind"], w["name"]) for w in status["plan"]["workloads"]] == [("Deployment", "butler")]
+    assert {c["type"]: c["status"] for c in status["conditions"]} == {
+        "Approved": "True",
+        "FlagsApplied": "True",
+        "RolledOut": "True",
+        "Validated": "True",
+        "Succeeded": "True",
+    }
+
+    checks = {c["name"]: c for c in status["checks"]}
+    assert checks["healthz"]["phase"] == "Passed"
+    assert checks["healthz"]["target"] == f"GET {endpoint.url}/healthz"
+    assert checks["healthz"]["observed"] == '"ok"'
+    assert checks["dialog-count"]["baseline"] == "1042" and checks["dialog-count"]["observed"] == "1042"
+    assert endpoint.hits.count("/dialogs/count") >= 2, "read before the flip and after"
+
+    for stamp in (
+        "startedAt",
+        "approvedAt",
+        "flagsAppliedAt",
+        "rolloutCompletedAt",
+        "validatedAt",
+        "completedAt",
+    ):
+        assert status[stamp], stamp
+    assert (
+        status["startedAt"]
+        <= status["flagsAppliedAt"]
+        <= status["rolloutCompletedAt"]
+        <= status["validatedAt"]
+    )
+    seconds = status["seconds"]
+    assert seconds["timeToDecision"] > 0  # detectedAt lies in the past
+    assert 0 <= seconds["timeToExecute"] <= seconds["total"]
+    assert status["durations"]["timeToValidate"].endswith("s")
+
+    # The rollback went through the set's status, never its spec (GitOps sees no drift).
+    flagset = get_set(cluster, namespace)
+    assert flagset["spec"]["flags"][0]["enabled"] is True
+    assert flagset["status"]["overrides"][0]["heldBy"] == "rb-21-01a"
+    assert served(cluster, namespace, DIALOG) == "false"
+    # One restart of butler only (back to its earlier template: the Deployment reuses that ReplicaSet).
+    assert generations(cluster, namespace) == {**before, "butler": before["butler"] + 1}
+    assert events_for(cluster, namespace, "rb-21-01a") == [
+        "ApplyingOverrides",
+        "RollingOut",
+        "Validating",
+        "RollbackSucceeded",
+    ]
+
+    table = kubectl(cluster.kubeconfig, "-n", namespace, "get", "rollbacks").stdout.splitlines()
+    assert table[0].split() == ["NAME", "FLAGSET", "PHASE", "FLAGS", "EXECUTE", "VALIDATE", "AGE"]
+    assert table[1].split()[:4] == ["rb-21-01a", "epic21", "Succeeded", DIALOG]
+
+
+def test_lock_holds_until_release(cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]) -> None:
+    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    wait_phase(cluster, namespace, "rb", "Succeeded")
+
+    # Re-enabling it in the spec (a new generation) does not take effect while the lock holds.
+    set_flag(cluster, namespace, 0, False)
+    set_flag(cluster, namespace, 0, True)
+    obj = wait_ready(cluster, namespace)
+    assert served(cluster, namespace, DIALOG) == "false"
+    overridden = condition(obj, "Overridden")
+    assert overridden is not None and overridden["status"] == "True"
+    assert f"{DIALOG} held at false by RollbackRequest rb" in overridden["message"]
+
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "rollback",
+        "rb",
+        "--type=merge",
+        "-p",
+        '{"spec":{"release":true}}',
+    )
+    wait_until("the flag to follow the spec again", lambda: served(cluster, namespace, DIALOG) == "true")
+    released = get_rollback(cluster, namespace, "rb")["status"]
+    assert released["locked"] is False and "Released" in released["message"]
+    assert get_set(cluster, namespace)["status"].get("overrides", []) == []
+
+
+def test_deleting_the_request_lifts_the_lock(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    wait_phase(cluster, namespace, "rb", "Succeeded")
+    assert served(cluster, namespace, DIALOG) == "false"
+    kubectl(cluster.kubeconfig, "-n", namespace, "delete", "rollback", "rb")
+    wait_until("the flag to follow the spec again", lambda: served(cluster, namespace, DIALOG) == "true")
+
+
+def test_multi_flag_rollback_waits_for_approval(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    set_flag(cluster, namespace, 2, True)
+    wait_until("storage flag served", lambda: served(cluster, namespace, STORAGE) == "true")
+    rollback(cluster, namespace, "rb", flags=[DIALOG, STORAGE])
+    waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
+    approved = condition(waiting, "Approved")
+    assert approved is not None and approved["status"] == "False" and approved["reason"] == "AwaitingApproval"
+    assert "multi-flag rollback needs approval" in waiting["status"]["message"]
+    assert served(cluster, namespace, DIALOG) == "true", "nothing changes before approval"
+
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "rollback",
+        "rb",
+        "--type=merge",
+        "-p",
+        '{"spec":{"approved":true}}',
+    )
+    done = wait_phase(cluster, namespace, "rb", "Succeeded")
+    assert done["status"]["approvedAt"] > done["status"]["startedAt"]
+    assert served(cluster, namespace, DIALOG) == "false" and served(cluster, namespace, STORAGE) == "false"
+
+
+def test_single_flag_outside_the_window_needs_approval(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", "examples/epic21/workloads.yaml")
+    flagset = load_example_set()
+    flagset["spec"]["approval"] = {"windowSeconds": 0}
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
+    assert "more than the 0.0s window" in waiting["status"]["message"]
+
+
+def test_emergency_rollback_of_all_flags_skips_approval(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "emergency", all=True, emergency=True, incident="INC-1")
+    done = wait_phase(cluster, namespace, "emergency", "Succeeded")
+    assert done["status"]["plan"]["approvalRequired"] is False
+    assert "emergency" in done["status"]["plan"]["approvalReason"]
+    assert set(done["status"]["applied"]) == {f["name"] for f in load_example_set()["spec"]["flags"]}
+    assert [f["name"] for f in done["status"]["plan"]["flags"]] == [DIALOG]
+    assert get_set(cluster, namespace)["status"]["overrideCount"] == 6
+
+
+def test_dry_run_writes_the_plan_and_changes_nothing(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    before = replicasets(cluster, namespace)
+    rollback(cluster, namespace, "plan", flags=[DIALOG], dryRun=True)
+    planned = wait_phase(cluster, namespace, "plan", "Planned")
+    assert planned["status"]["plan"]["flags"][0]["name"] == DIALOG
+    assert planned["status"]["plan"]["workloads"][0]["name"] == "butler"
+    assert "nothing was changed" in planned["status"]["message"]
+    assert served(cluster, namespace, DIALOG) == "true"
+    assert get_set(cluster, namespace)["status"].get("overrides", []) == []
+    assert replicasets(cluster, namespace) == before
+
+
+def test_drill_rolls_back_validates_then_restores(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
+) -> None:
+    rollback(
+        cluster,
+        namespace,
+        "drill",
+        flags=[DIALOG],
+        drill=True,
+        checks=[http_check("healthz", f"{endpoint.url}/healthz")],
+    )
+    done = wait_phase(cluster, namespace, "drill", "Succeeded")
+    status = done["status"]
+    assert status["validatedAt"] <= status["restoredAt"] <= status["completedAt"]
+    assert status["seconds"]["timeToRestore"] >= 0
+    assert status["locked"] is False
+    assert "restored" in status["message"]
+    assert served(cluster, namespace, DIALOG) == "true"
+    assert get_set(cluster, namespace)["status"].get("overrides", []) == []
+    assert "Restoring" in events_for(cluster, namespace, "drill")
+    butler = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployment", "butler")
+    original = next(w for w in status["plan"]["workloads"] if w["name"] == "butler")["fromHash"]
+    assert butler["spec"]["template"]["metadata"]["annotations"]["flagops.io/flags-hash"] == original
+
+
+def job_check(name: str, outcome: str | None = None) -> dict[str, Any]:
+    annotations = {"kwok.flagops.io/outcome": outcome} if outcome else {}
+    return {
+        "name": name,
+        "deadlineSeconds": 120,
+        "job": {
+            "template": {
+                "template": {
+                    "metadata": {"annotations": annotations},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "smoke", "image": "registry.invalid/smoke:1"}],
+                    },
+                }
+            }
+        },
+    }
+
+
+def test_abort_keeps_what_was_applied(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="hang")])
+    wait_phase(cluster, namespace, "rb", "Validating")
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "rollback",
+        "rb",
+        "--type=merge",
+        "-p",
+        '{"spec":{"abort":true}}',
+    )
+    aborted = wait_phase(cluster, namespace, "rb", "Aborted")
+    assert f"{DIALOG} already applied and held" in aborted["status"]["message"]
+    succeeded = condition(aborted, "Succeeded")
+    assert succeeded is not None and succeeded["status"] == "False" and succeeded["reason"] == "Aborted"
+    assert served(cluster, namespace, DIALOG) == "false"
+
+
+def test_failing_http_check_fails_the_request(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
+) -> None:
+    endpoint.routes["/healthz"] = (503, {"status": "degraded"})
+    rollback(
+        cluster,
+        namespace,
+        "rb",
+        flags=[DIALOG],
+        checks=[{**http_check("healthz", f"{endpoint.url}/healthz"), "failureLimit": 1}],
+    )
+    failed = wait_phase(cluster, namespace, "rb", "Failed")
+    check = failed["status"]["checks"][0]
+    assert check["phase"] == "Failed" and check["attempts"] == 2 and check["observed"] == "503"
+    assert [m["value"] for m in check["measurements"]] == ["503", "503"]
+    assert "check healthz failed" in failed["status"]["message"]
+    assert "status 503, expected 200" in failed["status"]["message"]
+    reason = condition(failed, "Succeeded")
+    assert reason is not None and reason["reason"] == "CheckFailed"
+    assert served(cluster, namespace, DIALOG) == "false", "a failed validation does not re-enable the flag"
+
+
+def test_failing_job_check_fails_the_request(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="failed")])
+    failed = wait_phase(cluster, namespace, "rb", "Failed")
+    assert "Job rb-smoke failed" in failed["status"]["message"]
+    assert failed["status"]["checks"][0]["target"] == f"Job {namespace}/rb-smoke"
+
+
+def test_passing_job_check(cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]) -> None:
+    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke")])
+    done = wait_phase(cluster, namespace, "rb", "Succeeded")
+    assert "completed" in done["status"]["checks"][0]["message"]
+    job = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "job", "rb-smoke")
+    assert job["metadata"]["ownerReferences"][0]["name"] == "rb"
+
+
+def test_unknown_flag_fails_and_changes_nothing(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "rb", flags=["NO_SUCH_FLAG"])
+    failed = wait_phase(cluster, namespace, "rb", "Failed")
+    assert "NO_SUCH_FLAG is not a flag of FeatureFlagSet epic21" in failed["status"]["message"]
+    assert "nothing was changed" in failed["status"]["message"]
+    assert get_set(cluster, namespace)["status"].get("overrides", []) == []
+
+
+def test_unknown_flagset_fails(cluster: Cluster, namespace: str, operator: OperatorProcess) -> None:
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "nope", "flags": [DIALOG]},
+    }
+    apply(cluster, namespace, body)
+    failed = wait_phase(cluster, namespace, "rb", "Failed")
+    assert "FeatureFlagSet nope not found" in failed["status"]["message"]
+    reason = condition(failed, "Succeeded")
+    assert reason is not None and reason["reason"] == "FlagSetNotFound"
+
+
+def test_second_request_for_an_overridden_flag_needs_no_restart(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    rollback(cluster, namespace, "first", flags=[DIALOG])
+    wait_phase(cluster, namespace, "first", "Succeeded")
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    before = replicasets(cluster, namespace)
+    rollback(cluster, namespace, "second", flags=[DIALOG])
+    second = wait_phase(cluster, namespace, "second", "Succeeded")
+    assert second["status"]["plan"]["flags"] == [] and second["status"]["plan"]["unchanged"] == [DIALOG]
+    assert "already at the safe value" in second["status"]["message"]
+    assert replicasets(cluster, namespace) == before
+
+    # Both hold the flag now: releasing one keeps it rolled back.
+    kubectl(cluster.kubeconfig, "-n", namespace, "delete", "rollback", "first")
+    wait_until(
+        "the first holder to be dropped",
+        lambda: [o["heldBy"] for o in get_set(cluster, namespace)["status"]["overrides"]] == ["second"],
+    )
+    assert served(cluster, namespace, DIALOG) == "false"
+
+
+def test_rollout_that_misses_its_deadline_fails(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", "examples/epic21/workloads.yaml")
+    flagset = load_example_set()
+    flagset["spec"]["rollout"]["timeoutSeconds"] = 5
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    # New butler pods can never schedule: its rollout cannot finish.
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "deployment",
+        "butler",
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"template": {"spec": {"nodeSelector": {"no-such": "node"}}}}}),
+    )
+    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    failed = wait_phase(cluster, namespace, "rb", "Failed", timeout=60)
+    assert "restarts not complete within rollout.timeoutSeconds=5" in failed["status"]["message"]
+    assert "deployment/butler" in failed["status"]["message"]
+    reason = condition(failed, "Succeeded")
+    assert reason is not None and reason["reason"] == "RolloutTimeout"

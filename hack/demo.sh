@@ -24,8 +24,10 @@ operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 
 step "The Epic 21 flags and the three services that consume them"
-kubectl create namespace $ns --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-show kubectl -n $ns apply -f examples/epic21/
+# A fresh namespace each run, so the demo tells the same story every time.
+kubectl delete namespace $ns --ignore-not-found --wait=true --timeout=60s >/dev/null
+kubectl create namespace $ns >/dev/null
+show kubectl -n $ns apply -f examples/epic21/flagset.yaml -f examples/epic21/workloads.yaml
 kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 for d in butler workers api; do kubectl -n $ns rollout status deployment/$d --timeout=90s >/dev/null; done
 show kubectl -n $ns get ffs
@@ -43,6 +45,15 @@ echo "New ReplicaSets (only butler restarted):"
 comm -13 <(echo "$before") <(kubectl -n $ns get replicasets -o name | sort)
 show kubectl -n $ns get deployments
 show kubectl -n $ns get ffs epic21 -o jsonpath='{range .status.workloads[*]}{.name}{"\t"}{.state}{"\t"}{.restartedAt}{"\n"}{end}'
+
+step "Incident: dialog errors above 5%. Roll back stage 21_01a (examples/epic21/rollback-21-01a.yaml)"
+show kubectl -n $ns apply -f examples/epic21/rollback-21-01a.yaml
+show kubectl -n $ns wait rollback/rollback-21-01a --for=condition=Succeeded --timeout=120s
+show kubectl -n $ns get rollbacks
+show kubectl -n $ns get rollbacks -o wide
+show kubectl -n $ns get ffs
+show kubectl -n $ns get configmap epic21-flags -o jsonpath='{.data.USE_NEW_DIALOG_CONTEXT_REPO}{"\n"}'
+show kubectl -n $ns describe rollback rollback-21-01a
 
 step "Done. The cluster keeps running (the operator stops with this script):"
 echo "  export KUBECONFIG=$KUBECONFIG"

@@ -481,3 +481,20 @@ def test_rollout_that_misses_its_deadline_fails(
     assert "deployment/butler" in failed["status"]["message"]
     reason = condition(failed, "Succeeded")
     assert reason is not None and reason["reason"] == "RolloutTimeout"
+
+
+@pytest.mark.parametrize("example", ["rollback-21-01a.yaml", "rollback-21-01c.yaml", "emergency.yaml"])
+def test_example_rollbacks_are_accepted(cluster: Cluster, crds: None, namespace: str, example: str) -> None:
+    out = kubectl(
+        cluster.kubeconfig, "-n", namespace, "apply", "--dry-run=server", "-f", f"examples/epic21/{example}"
+    ).stdout
+    assert "created (server dry run)" in out
+
+
+def test_example_stage_rollback_runs_to_success(
+    cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", "examples/epic21/rollback-21-01a.yaml")
+    done = wait_phase(cluster, namespace, "rollback-21-01a", "Succeeded")
+    assert done["status"]["checks"][0]["target"] == f"Job {namespace}/rollback-21-01a-dialog-smoke"
+    assert served(cluster, namespace, DIALOG) == "false"

@@ -69,14 +69,66 @@ class InvariantCheck(Model):
     )
 
 
+class SecretKeyRef(Model):
+    name: str = Field(min_length=1, max_length=253, description="Name of a Secret in the same namespace.")
+    key: str = Field(min_length=1, max_length=253, description="Key in that Secret.")
+
+
+class Comparison(StrEnum):
+    LESS_THAN = "LessThan"
+    LESS_THAN_OR_EQUAL = "LessThanOrEqual"
+    GREATER_THAN = "GreaterThan"
+    GREATER_THAN_OR_EQUAL = "GreaterThanOrEqual"
+    EQUAL = "Equal"
+
+
+class OnEmpty(StrEnum):
+    FAIL = "Fail"
+    PASS = "Pass"
+    WAIT = "Wait"
+
+
+# A decimal number written as a string: the API conventions keep floats out of specs.
+DECIMAL = r"^-?[0-9]+(\.[0-9]+)?([eE]-?[0-9]+)?$"
+
+
+class PrometheusQuery(Model):
+    server: str = Field(
+        description="Base URL of the Prometheus server, e.g. http://prometheus.monitoring:9090.",
+        min_length=1,
+        max_length=2048,
+        pattern=r"^https?://",
+    )
+    query: str = Field(
+        min_length=1, max_length=4096, description="PromQL; every series it returns is compared."
+    )
+    bearer_token_secret_ref: SecretKeyRef | None = Field(
+        default=None, description="A Secret key holding a bearer token for the server."
+    )
+    timeout_seconds: int = Field(default=10, ge=1, le=60, description="Timeout of one query.")
+
+
+class PrometheusCheck(PrometheusQuery):
+    comparison: Comparison = Field(description="How each value must compare with the threshold to pass.")
+    threshold: str = Field(
+        pattern=DECIMAL, max_length=64, description='The threshold, as a decimal string, e.g. "0.02".'
+    )
+    on_empty: OnEmpty = Field(
+        default=OnEmpty.WAIT,
+        description="What an empty result means: Fail, Pass, or Wait (inconclusive: measure again "
+        "until the deadline).",
+    )
+
+
 class Check(Model):
     model_config = ConfigDict(
         **Model.model_config,
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "[has(self.http), has(self.job), has(self.invariant)].filter(x, x).size() == 1",
-                    "a check has exactly one of http, job, invariant",
+                    "[has(self.http), has(self.job), has(self.invariant), has(self.prometheus)]"
+                    ".filter(x, x).size() == 1",
+                    "a check has exactly one of http, job, invariant, prometheus",
                 )
             ]
         },
@@ -92,6 +144,9 @@ class Check(Model):
     invariant: InvariantCheck | None = Field(
         default=None, description="Read a value before the flip and compare it after."
     )
+    prometheus: PrometheusCheck | None = Field(
+        default=None, description="Query Prometheus; pass when every value compares well with the threshold."
+    )
     interval_seconds: int = Field(default=5, ge=1, le=3600, description="Time between measurements.")
     successes: int = Field(default=1, ge=1, le=100, description="Consecutive passing measurements needed.")
     failure_limit: int = Field(
@@ -106,4 +161,8 @@ class Check(Model):
 
     @property
     def kind(self) -> str:
-        return "http" if self.http else "job" if self.job else "invariant"
+        if self.http:
+            return "http"
+        if self.job:
+            return "job"
+        return "invariant" if self.invariant else "prometheus"

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from pydantic import ConfigDict, Field
 
-from flagops.models.checks import MAX_CHECKS, Check
+from flagops.models.checks import DECIMAL, MAX_CHECKS, Check, Comparison, PrometheusQuery, SecretKeyRef
 from flagops.models.common import (
     CONDITIONS_EXTRA,
     Condition,
@@ -33,6 +33,29 @@ class WorkloadRef(Model):
         default=WorkloadKind.DEPLOYMENT, description="Deployment, StatefulSet or DaemonSet."
     )
     name: ObjectName = Field(description="Name of the workload, in the set's namespace.")
+
+
+class Trigger(Model):
+    name: str = Field(
+        max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Name of the trigger."
+    )
+    prometheus: PrometheusQuery = Field(description="The query evaluated on a timer.")
+    comparison: Comparison = Field(
+        default=Comparison.GREATER_THAN, description="How a value must compare with the threshold to breach."
+    )
+    threshold: str = Field(
+        pattern=DECIMAL, max_length=64, description='The threshold, as a decimal string, e.g. "0.05".'
+    )
+    for_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=86400,
+        description="How long the breach must hold before a rollback is requested.",
+    )
+    interval_seconds: int = Field(default=15, ge=1, le=3600, description="Time between evaluations.")
+    emergency: bool = Field(
+        default=False, description="Request the rollback as an emergency (no approval gate)."
+    )
 
 
 class Flag(Model):
@@ -79,6 +102,11 @@ class Flag(Model):
         max_length=MAX_CHECKS,
         description="Checks that prove a rollback of this flag worked (run after its restarts).",
     )
+    triggers: list[Trigger] = Field(
+        default_factory=list,
+        max_length=8,
+        description="Conditions that start an automatic rollback of this flag.",
+    )
 
 
 class RolloutStrategy(StrEnum):
@@ -115,6 +143,21 @@ class ApprovalPolicy(Model):
     )
 
 
+class WebhookNotification(Model):
+    url_secret_ref: SecretKeyRef = Field(
+        description="The Secret key holding the webhook URL (a URL often carries a token: never in a spec)."
+    )
+    timeout_seconds: int = Field(default=5, ge=1, le=30, description="Timeout of one delivery attempt.")
+
+
+class Notifications(Model):
+    webhook: WebhookNotification | None = Field(
+        default=None,
+        description="POST a JSON message (Slack-compatible text plus fields) on every rollback phase "
+        "change and trigger firing.",
+    )
+
+
 class FeatureFlagSetSpec(Model):
     flags: list[Flag] = Field(
         default_factory=list,
@@ -143,6 +186,9 @@ class FeatureFlagSetSpec(Model):
     )
     approval: ApprovalPolicy = Field(
         default_factory=ApprovalPolicy, description="The authority matrix for rollbacks of these flags."
+    )
+    notifications: Notifications = Field(
+        default_factory=Notifications, description="Where rollback news is sent."
     )
 
 
@@ -206,6 +252,16 @@ class ApplyTimings(Model):
     )
 
 
+class TriggerStatus(Model):
+    flag: str = Field(description="The flag the trigger watches.")
+    name: str = Field(description="The trigger.")
+    state: str = Field(description="OK, Breaching, Fired or Error.")
+    since: datetime.datetime | None = Field(default=None, description="When the state began.")
+    value: str = Field(default="", description="The value that caused the state.")
+    message: str = Field(default="", description="Details.")
+    rollback: str = Field(default="", description="The RollbackRequest it created, if it fired.")
+
+
 class FeatureFlagSetStatus(Model):
     observed_generation: int | None = Field(
         default=None, description="The .metadata.generation this status describes."
@@ -229,6 +285,7 @@ class FeatureFlagSetStatus(Model):
         default_factory=list, description="Per-flag served value and last change."
     )
     last_apply: ApplyTimings | None = Field(default=None, description="Timings of the last applied change.")
+    triggers: list[TriggerStatus] = Field(default_factory=list, description="State of each flag trigger.")
     flag_count: int | None = Field(default=None, description="Number of flags (printer column).")
     enabled_count: int | None = Field(default=None, description="Number of flags served as enabled.")
     override_count: int | None = Field(default=None, description="Number of flags held by rollbacks.")

@@ -537,6 +537,7 @@ def build_status(
         workloads=workloads,
         flags=flag_statuses(values, previous.flags, now),
         last_apply=timings if timings.started_at else None,
+        triggers=previous.triggers,  # written by the trigger evaluator
         flag_count=len(values),
         enabled_count=sum(values.values()),
         override_count=len(overrides),

@@ -19,7 +19,7 @@ show kubectl get nodes
 step "Install the CRDs and start the operator (log: .cluster/operator.log)"
 show kubectl apply -f crds/
 kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=flagops >/dev/null
-"$py" -m flagops.cli run --health-port 0 >>.cluster/operator.log 2>&1 &
+"$py" -m flagops.cli run --metrics-port 0 >>.cluster/operator.log 2>&1 &
 operator=$!
 trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
 

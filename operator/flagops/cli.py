@@ -10,7 +10,7 @@ import sys
 
 import kopf
 
-from flagops import crdgen, handlers, kube
+from flagops import crdgen, handlers, kube, metrics
 from flagops.controller.runtime import Controller
 
 logger = logging.getLogger("flagops")
@@ -30,14 +30,18 @@ async def _operate(args: argparse.Namespace) -> None:
             clusterwide=not namespaced,
             namespaces=args.namespace or (),
             standalone=True,
-            liveness_endpoint=f"http://{args.health_address}:{args.health_port}/healthz"
-            if args.health_port
-            else None,
             stop_flag=stop,
         ),
         name="kopf",
     )
     workers = asyncio.create_task(controller.run(), name="flagops-controller")
+    server = None
+    if args.metrics_port:
+
+        def healthy() -> bool:
+            return not operator.done() and not workers.done()
+
+        server = await metrics.serve(args.metrics_address, args.metrics_port, healthy=healthy, ready=healthy)
     # kopf handles SIGINT/SIGTERM itself; its cleanup handler stops the workers (handlers.py).
     scope = f"namespaces {', '.join(args.namespace)}" if namespaced else "all namespaces"
     logger.info("flagops operator started, watching %s", scope)
@@ -50,6 +54,8 @@ async def _operate(args: argparse.Namespace) -> None:
         stop.set()
         workers.cancel()
         await asyncio.gather(operator, workers, return_exceptions=True)
+        if server is not None:
+            await server.cleanup()
         await client.close()
         logger.info("flagops operator stopped")
 
@@ -93,8 +99,10 @@ def parser() -> argparse.ArgumentParser:
         help="watch only this namespace (repeatable); default: all namespaces",
     )
     p_run.add_argument("--workers", type=int, default=4, help="concurrent reconciles (default 4)")
-    p_run.add_argument("--health-address", default="0.0.0.0", help="address of the /healthz endpoint")
-    p_run.add_argument("--health-port", type=int, default=8080, help="port of /healthz (0 disables it)")
+    p_run.add_argument("--metrics-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
+    p_run.add_argument(
+        "--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz (0: none)"
+    )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)
 

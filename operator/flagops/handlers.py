@@ -49,6 +49,13 @@ def _template_set(body: kopf.Body) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _has_triggers(spec: Any) -> bool:
+    flags = spec.get("flags") if isinstance(spec, dict) else None
+    if not isinstance(flags, list):
+        return False
+    return any(isinstance(flag, dict) and flag.get("triggers") for flag in flags)
+
+
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -69,6 +76,9 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             return
         controller.workloads.update(namespace, name, body.get("spec"))
         controller.enqueue(Key("FeatureFlagSet", namespace, name))
+        if _has_triggers(body.get("spec")):
+            # Evaluated on its own timer; an event only makes sure the timer runs.
+            controller.queue.ensure(Key("Triggers", namespace, name))
 
     @kopf.on.event(GROUP, VERSION, "rollbackrequests", registry=registry)
     def rollback_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:

@@ -9,6 +9,7 @@ by the `kubernetes` package's loaders, which also refresh rotated tokens.
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import ssl
 import urllib.parse
@@ -221,6 +222,12 @@ class Kube:
         except ApiError as err:
             if not err.not_found:
                 raise
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One key of a Secret, decoded; None when the Secret or key is missing."""
+        secret = await self.get(SECRETS.path(namespace, name))
+        encoded = (secret or {}).get("data", {}).get(key)
+        return base64.b64decode(encoded).decode() if encoded else None
 
     async def log_tail(self, namespace: str, pod: str, *, lines: int = 20) -> str:
         """The last lines a pod's container wrote ('' when it has none)."""

@@ -56,7 +56,7 @@ class OperatorProcess:
                     "run",
                     "--namespace",
                     self.namespace,
-                    "--health-port",
+                    "--metrics-port",
                     "0",
                     "--verbose",
                 ],

@@ -8,14 +8,11 @@ from typing import Any
 
 import aiohttp
 
-from flagops.models.checks import HttpCheck
+from flagops.checks import ProbeError, prometheus
+from flagops.models.checks import HttpCheck, PrometheusQuery
 
 _PATH_STEP = re.compile(r"\.([A-Za-z0-9_-]+)|\[([0-9]+)\]")
 _MISSING = object()
-
-
-class ProbeError(Exception):
-    """The value could not be read; the message says why."""
 
 
 def extract(document: Any, path: str) -> Any:
@@ -94,7 +91,7 @@ async def read_value(session: aiohttp.ClientSession, check: HttpCheck) -> str:
 
 
 class Prober:
-    """One HTTP client for every http and invariant check of the operator."""
+    """One HTTP client for every http, invariant and prometheus probe of the operator."""
 
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
@@ -109,6 +106,10 @@ class Prober:
 
     async def read_value(self, check: HttpCheck) -> str:
         return await read_value(self._client(), check)
+
+    async def query(self, spec: PrometheusQuery, token: str | None = None) -> list[float]:
+        """An instant Prometheus query; NaN values (no traffic) are dropped."""
+        return prometheus.finite(await prometheus.query(self._client(), spec, token))
 
     async def close(self) -> None:
         if self._session is not None:

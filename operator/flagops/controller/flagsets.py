@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flagops import conditions as c
-from flagops import kube
+from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
 from flagops.models.common import ConditionStatus
 from flagops.models.flagset import (
@@ -77,11 +77,15 @@ class FlagSetReconciler:
         # A set's status has two writers (this reconciler and rollbacks adding overrides):
         # both hold the set's lock in this process; resourceVersion guards across processes.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._progressing: dict[tuple[str, str], int] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
     def forget(self, namespace: str, name: str) -> None:
+        self._progressing.pop((namespace, name), None)
+        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))
+        metrics.forget_flagset(namespace, name)
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
             del self._locks[(namespace, name)]
@@ -132,9 +136,21 @@ class FlagSetReconciler:
         )
         await self._write_status(body, status)
         await self._announce(body, previous, status)
+        self._record_metrics(namespace, name, status)
         if any(w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING) for w in workloads):
             return PROGRESS_RECHECK_SECONDS
         return None
+
+    def _record_metrics(self, namespace: str, name: str, status: FeatureFlagSetStatus) -> None:
+        held = {o.flag for o in status.overrides}
+        enabled = sum(1 for flag, value in status.effective.items() if value and flag not in held)
+        metrics.FLAGS.labels(namespace, name, "enabled").set(enabled)
+        metrics.FLAGS.labels(namespace, name, "disabled").set(len(status.effective) - enabled - len(held))
+        metrics.FLAGS.labels(namespace, name, "overridden").set(len(held))
+        self._progressing[(namespace, name)] = sum(
+            1 for w in status.workloads if w.state == WorkloadState.PROGRESSING
+        )
+        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))
 
     async def _apply_configmap(self, body: dict[str, Any], desired: dict[str, Any]) -> str | None:
         """Create or update the set's ConfigMap; a conflict message if it is someone else's."""

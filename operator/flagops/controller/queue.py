@@ -36,6 +36,11 @@ class WorkQueue(Generic[K]):
             self._queued.add(key)
             self._ready.put_nowait(key)
 
+    def ensure(self, key: K) -> None:
+        """Queue `key` unless it is already queued, being processed, or due later."""
+        if key not in self._timers and key not in self._queued and key not in self._processing:
+            self.add(key)
+
     def add_after(self, key: K, delay: float) -> None:
         """Queue `key` in `delay` seconds, unless an earlier wake-up is already set."""
         if delay <= 0:

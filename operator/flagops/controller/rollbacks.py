@@ -17,7 +17,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from flagops import conditions as c
-from flagops import kube
+from flagops import kube, metrics
+from flagops.checks import ProbeError
 from flagops.checks import http as http_probe
 from flagops.checks import job as job_probe
 from flagops.controller.events import EventRecorder
@@ -34,6 +35,7 @@ from flagops.models.rollback import (
     RollbackRequestStatus,
     WorkloadResult,
 )
+from flagops.notify import Notifier
 from flagops.reconcile import flagset as fs
 from flagops.reconcile import rollback as logic
 
@@ -63,21 +65,23 @@ class RollbackReconciler:
         flagsets: FlagSetReconciler,
         *,
         enqueue_set: Callable[[str, str], None],
+        notifier: Notifier,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
+        self._notifier = notifier
         self._events = recorder
         self._flagsets = flagsets
         self._enqueue_set = enqueue_set
         self._clock = clock
-        self._http = http_probe.Prober()
+        self.prober = http_probe.Prober()
         # Latest bodies seen on the watch, to answer "is this override still held?" cheaply.
         self.cache: dict[tuple[str, str], dict[str, Any]] = {}
         # Workloads a request waits on: (namespace, kind, name) -> request names.
         self.waiting: dict[tuple[str, str, str], set[str]] = {}
 
     async def close(self) -> None:
-        await self._http.close()
+        await self.prober.close()
 
     async def override_in_force(self, namespace: str, override: Override) -> bool:
         """An override holds while its request exists and is not released. (A drill removes
@@ -202,8 +206,8 @@ class RollbackReconciler:
             result = CheckResult(name=check.name, type=check.kind, source=source)
             if check.invariant is not None:
                 try:
-                    baseline = await self._http.read_value(check.invariant.http)
-                except http_probe.ProbeError as err:
+                    baseline = await self.prober.read_value(check.invariant.http)
+                except ProbeError as err:
                     raise Failure(
                         c.BASELINE_UNAVAILABLE,
                         f"check {check.name}: could not read the value before the rollback ({err}); "
@@ -499,17 +503,30 @@ class RollbackReconciler:
     async def _measure(self, body: dict[str, Any], check: Check, result: CheckResult) -> Measurement | None:
         now = self._clock()
         if check.http is not None:
-            value, passed, message = await self._http.measure(check.http)
+            value, passed, message = await self.prober.measure(check.http)
             return Measurement(at=now, value=value, passed=passed, message=message)
         if check.invariant is not None:
             try:
-                value = await self._http.read_value(check.invariant.http)
-            except http_probe.ProbeError as err:
+                value = await self.prober.read_value(check.invariant.http)
+            except ProbeError as err:
                 return Measurement(at=now, passed=False, message=str(err))
             ok, message = logic.compare_invariant(
                 check.invariant.comparison, result.baseline or "null", value
             )
             return Measurement(at=now, value=value, passed=ok, message=message)
+        if check.prometheus is not None:
+            ref = check.prometheus.bearer_token_secret_ref
+            token = (
+                await self._kube.secret_value(body["metadata"]["namespace"], ref.name, ref.key)
+                if ref
+                else None
+            )
+            try:
+                values = await self.prober.query(check.prometheus, token)
+            except ProbeError as err:
+                return Measurement(at=now, passed=False, message=str(err))
+            observed, verdict, message = logic.judge_query(check.prometheus, values)
+            return Measurement(at=now, value=observed, passed=verdict, message=message)
         assert check.job is not None
         name = job_probe.job_name(body["metadata"]["name"], check.name)
         observed, job_passed, message = await job_probe.measure(
@@ -587,6 +604,7 @@ class RollbackReconciler:
         )
         await self._write(body, status)
         if previous_phase != phase:
+            self._record_phase_change(body, status, previous_phase)
             warning = phase in (Phase.FAILED, Phase.ABORTED)
             await self._events.emit(body, reason=reason, action=str(phase), note=message, warning=warning)
             logger.info(
@@ -598,6 +616,61 @@ class RollbackReconciler:
                 message,
             )
         return None if phase.terminal or phase == Phase.AWAITING_APPROVAL else 0.0
+
+    def _record_phase_change(
+        self, body: dict[str, Any], status: RollbackRequestStatus, previous: str | None
+    ) -> None:
+        """Metrics and the webhook, once per phase change (after the status write)."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        phase = Phase(status.phase or Phase.PENDING)
+        if phase.terminal:
+            metrics.ROLLBACKS.labels(str(phase)).inc()
+            for stage, value in status.seconds.model_dump(by_alias=False).items():
+                if value is not None:
+                    metrics.TIME_TO.labels(stage.removeprefix("time_to_")).observe(value)
+            for name, value in logic.phase_seconds(status).items():
+                metrics.PHASE_SECONDS.labels(name).observe(value)
+            if phase == Phase.SUCCEEDED:
+                for flag in self._repeated(
+                    meta["namespace"], meta["name"], spec.get("flagSet"), status.applied
+                ):
+                    metrics.REPEAT_ROLLBACKS.labels(meta["namespace"], spec.get("flagSet"), flag).inc()
+        flags = [f.name for f in status.plan.flags] if status.plan else []
+        self._notifier.send(
+            meta["namespace"],
+            str(spec.get("flagSet")),
+            {
+                "text": f"RollbackRequest {meta['namespace']}/{meta['name']} "
+                f"({status.flags_summary or 'flags'}): {previous or 'new'} -> {phase}. {status.message}",
+                "kind": "RollbackPhaseChanged",
+                "namespace": meta["namespace"],
+                "rollbackRequest": meta["name"],
+                "flagSet": spec.get("flagSet"),
+                "phase": str(phase),
+                "previousPhase": previous,
+                "flags": flags,
+                "incident": spec.get("incident", ""),
+                "reason": spec.get("reason", ""),
+                "emergency": bool(spec.get("emergency")),
+                "message": status.message,
+                "durations": status.durations.to_api(),
+            },
+        )
+
+    def _repeated(self, namespace: str, name: str, flagset: Any, flags: list[str]) -> list[str]:
+        """Flags of this request that an earlier, succeeded request of the same set rolled back."""
+        earlier: set[str] = set()
+        for (ns, other), body in self.cache.items():
+            spec, status = body.get("spec") or {}, body.get("status") or {}
+            if (
+                ns == namespace
+                and other != name
+                and spec.get("flagSet") == flagset
+                and status.get("phase") == Phase.SUCCEEDED
+            ):
+                earlier.update(f.get("name") for f in (status.get("plan") or {}).get("flags", []))
+                earlier.update(status.get("applied") or [])
+        return [flag for flag in flags if flag in earlier]
 
     async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> None:
         patch = fs.merge_patch(body.get("status") or {}, status.to_api())

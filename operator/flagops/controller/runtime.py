@@ -13,16 +13,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from flagops import kube
+from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
 from flagops.controller.queue import WorkQueue
 from flagops.controller.rollbacks import RollbackReconciler
+from flagops.controller.triggers import TriggerEvaluator
 from flagops.models.flagset import Override
+from flagops.notify import Notifier
 
 logger = logging.getLogger(__name__)
 
-KeyKind = Literal["FeatureFlagSet", "RollbackRequest"]
+KeyKind = Literal["FeatureFlagSet", "RollbackRequest", "Triggers"]
 
 
 @dataclass(frozen=True)
@@ -62,18 +64,21 @@ class Controller:
         self.kube = client
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(client)
+        self.notifier = Notifier(client)
         self.flagsets = FlagSetReconciler(client, self.events, override_in_force=self._override_in_force)
         self.rollbacks = RollbackReconciler(
             client,
             self.events,
             self.flagsets,
             enqueue_set=lambda namespace, name: self.enqueue(Key("FeatureFlagSet", namespace, name)),
+            notifier=self.notifier,
+        )
+        self.triggers = TriggerEvaluator(
+            client, self.events, self.flagsets, self.rollbacks.prober, self.notifier
         )
         self.workloads = WorkloadIndex()
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
-        self.reconciles = 0
-        self.reconcile_errors = 0
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
@@ -97,6 +102,7 @@ class Controller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.queue.close()
         await self.rollbacks.close()
+        await self.notifier.close()
 
     async def _worker(self, number: int) -> None:
         while True:
@@ -105,12 +111,12 @@ class Controller:
             try:
                 again = await self._reconcile(key)
             except kube.ApiError as err:
-                self.reconcile_errors += 1
+                metrics.RECONCILE_ERRORS.labels(key.kind).inc()
                 delay = self.queue.failed(key)
                 level = logging.INFO if err.conflict else logging.WARNING
                 logger.log(level, "%s: %s; retrying in %.1fs", key, err, delay)
             except Exception:
-                self.reconcile_errors += 1
+                metrics.RECONCILE_ERRORS.labels(key.kind).inc()
                 delay = self.queue.failed(key)
                 logger.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
             else:
@@ -118,7 +124,8 @@ class Controller:
                 if again is not None:
                     self.queue.add_after(key, again)
             finally:
-                self.reconciles += 1
+                metrics.RECONCILES.labels(key.kind).inc()
+                metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.monotonic() - started)
                 self.queue.done(key)
                 logger.debug("%s reconciled by worker %d in %.3fs", key, number, time.monotonic() - started)
 
@@ -128,4 +135,6 @@ class Controller:
                 return await self.flagsets.reconcile(key.namespace, key.name)
             case "RollbackRequest":
                 return await self.rollbacks.reconcile(key.namespace, key.name)
+            case "Triggers":
+                return await self.triggers.evaluate(key.namespace, key.name)
         raise AssertionError(key)

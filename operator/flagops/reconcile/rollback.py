@@ -9,7 +9,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flagops import conditions as c
-from flagops.models.checks import MAX_MEASUREMENTS, Check, InvariantComparison
+from flagops.models.checks import (
+    MAX_MEASUREMENTS,
+    Check,
+    Comparison,
+    InvariantComparison,
+    OnEmpty,
+    PrometheusCheck,
+)
 from flagops.models.common import Condition, ConditionStatus
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, Override, RolloutStrategy
 from flagops.models.rollback import (
@@ -193,6 +200,12 @@ def describe_check(check: Check) -> tuple[str, str]:
     if check.invariant is not None:
         source = check.invariant.http
         return f"GET {source.url} {source.json_path or ''}".strip(), str(check.invariant.comparison)
+    if check.prometheus is not None:
+        prom = check.prometheus
+        return (
+            f"{prom.server} {prom.query}",
+            f"every value {prom.comparison} {prom.threshold}; empty result: {prom.on_empty}",
+        )
     return "Job", "Job completes"
 
 
@@ -262,6 +275,34 @@ def record(
     return result.model_copy(update=update)
 
 
+def compares(comparison: Comparison, value: float, threshold: float) -> bool:
+    match comparison:
+        case Comparison.LESS_THAN:
+            return value < threshold
+        case Comparison.LESS_THAN_OR_EQUAL:
+            return value <= threshold
+        case Comparison.GREATER_THAN:
+            return value > threshold
+        case Comparison.GREATER_THAN_OR_EQUAL:
+            return value >= threshold
+    return value == threshold
+
+
+def judge_query(check: PrometheusCheck, values: list[float]) -> tuple[str, bool | None, str]:
+    """(observed, passed, message) for a prometheus check's values; None when inconclusive."""
+    threshold = float(check.threshold)
+    if not values:
+        match check.on_empty:
+            case OnEmpty.PASS:
+                return "empty", True, "empty result: passes (onEmpty: Pass)"
+            case OnEmpty.FAIL:
+                return "empty", False, "empty result: fails (onEmpty: Fail)"
+        return "empty", None, "empty result: waiting (onEmpty: Wait)"
+    shown = ", ".join(f"{v:g}" for v in values)
+    ok = all(compares(check.comparison, v, threshold) for v in values)
+    return shown, ok, f"{shown} {'' if ok else 'not '}{check.comparison} {check.threshold}"
+
+
 def compare_invariant(comparison: InvariantComparison, baseline: str, value: str) -> tuple[bool, str]:
     if comparison == InvariantComparison.UNCHANGED:
         ok = json.loads(baseline) == json.loads(value)
@@ -308,6 +349,22 @@ def timings(
         {k: format_duration(v) for k, v in seconds.model_dump().items() if v is not None}
     )
     return durations, seconds
+
+
+def phase_seconds(status: RollbackRequestStatus) -> dict[str, float]:
+    """Time spent in each phase that has both ends recorded."""
+    spans = {
+        "AwaitingApproval": (status.started_at, status.approved_at),
+        "Applying": (status.approved_at, status.flags_applied_at),
+        "RollingOut": (status.flags_applied_at, status.rollout_completed_at),
+        "Validating": (status.rollout_completed_at, status.validated_at),
+        "Restoring": (status.validated_at, status.restored_at),
+    }
+    return {
+        phase: max((end - start).total_seconds(), 0.0)
+        for phase, (start, end) in spans.items()
+        if start is not None and end is not None
+    }
 
 
 def phase_conditions(

@@ -34,8 +34,8 @@ cluster-down: venv ## stop the local control plane, leaving no process behind
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter layers, CRDs in sync with the models
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests examples
+	$(BIN)/ruff format --check operator tests examples
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/flagops crds --check

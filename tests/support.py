@@ -68,11 +68,12 @@ def wait_until(what: str, probe: Callable[[], T | None], *, timeout: float = 90,
 
 class Endpoint:
     """A real HTTP server on loopback whose answers a test sets per path: what `http` and
-    `invariant` checks probe. Records every request path it served."""
+    `invariant` checks probe, and what webhooks post to. Records what it served and received."""
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, Any]] = {}
         self.hits: list[str] = []
+        self.posts: list[tuple[str, Any]] = []
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -80,6 +81,18 @@ class Endpoint:
                 endpoint.hits.append(self.path)
                 status, body = endpoint.routes.get(self.path, (404, {"error": "no such route"}))
                 payload = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                endpoint.posts.append((self.path, json.loads(body) if body else None))
+                status, answer = endpoint.routes.get(self.path, (200, {"ok": True}))
+                payload = json.dumps(answer).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -92,7 +92,7 @@ def build_binaries(*, quiet: bool = False) -> dict[str, Path]:
     return {name: Path(path) for name, path in paths.items()}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -104,7 +104,7 @@ def _port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -118,7 +118,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Runs in the child before exec: SIGKILL it when the process that started it dies."""
     pr_set_pdeathsig = 1
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -296,7 +296,7 @@ class ControlPlane:
         self.logs.mkdir(parents=True)
         self.pki.ensure()
         ports = {
-            name: _free_port()
+            name: free_port()
             for name in ("etcd", "etcd-peer", "apiserver", "controller-manager", "scheduler", "kwok")
         }
         self.state = State(
@@ -353,13 +353,13 @@ class ControlPlane:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
             end = time.monotonic() + grace
-            while _pid_alive(pid) and time.monotonic() < end:
+            while pid_alive(pid) and time.monotonic() < end:
                 self._reap(name)
                 time.sleep(0.05)
-            if _pid_alive(pid):
+            if pid_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(pid, signal.SIGKILL)
-                while _pid_alive(pid):
+                while pid_alive(pid):
                     self._reap(name)
                     time.sleep(0.05)
             self._reap(name)
@@ -373,7 +373,7 @@ class ControlPlane:
         state = self._load_state()
         if state is None or set(state.pids) != set(COMPONENTS):
             return None
-        if not all(_pid_alive(pid) for pid in state.pids.values()):
+        if not all(pid_alive(pid) for pid in state.pids.values()):
             return None
         self.state = state
         try:
@@ -470,7 +470,7 @@ class ControlPlane:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            preexec_fn=die_with_parent if bound_to_caller else None,  # noqa: PLW1509
             cwd=self.workdir,
             env=env,
         )
@@ -663,3 +663,106 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+PROMETHEUS_FETCH = REPO_ROOT / "hack" / "prometheus" / "fetch.sh"
+
+
+def prometheus_binary() -> Path:
+    """Debian's Prometheus, unpacked into the cache by hack/prometheus/fetch.sh."""
+    out = subprocess.run(
+        ["bash", str(PROMETHEUS_FETCH), "--print-path"], check=False, stdout=subprocess.PIPE, text=True
+    )
+    if out.returncode != 0 or not out.stdout.strip():
+        raise ControlPlaneError(f"{PROMETHEUS_FETCH} failed with exit code {out.returncode}")
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+class Prometheus:
+    """A real Prometheus on loopback, scraping whatever `add_target` names (file-based discovery)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir.resolve()
+        self.targets = self.workdir / "targets"
+        self.log = self.workdir / "prometheus.log"
+        self.port = 0
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, bound_to_caller: bool, deadline: float = 60.0, scrape_interval: str = "1s") -> str:
+        binary = prometheus_binary()
+        self.targets.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        config = self.workdir / "prometheus.yml"
+        # JSON is YAML: the config needs no YAML library either.
+        config.write_text(
+            json.dumps(
+                {
+                    "global": {"scrape_interval": scrape_interval, "evaluation_interval": scrape_interval},
+                    "scrape_configs": [
+                        {
+                            "job_name": "flagops-dev",
+                            "file_sd_configs": [
+                                {"files": [str(self.targets / "*.json")], "refresh_interval": "1s"}
+                            ],
+                        }
+                    ],
+                },
+                indent=2,
+            )
+        )
+        log = self.log.open("ab")
+        self._proc = subprocess.Popen(
+            [
+                str(binary),
+                f"--config.file={config}",
+                f"--storage.tsdb.path={self.workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{self.port}",
+                "--storage.tsdb.retention.time=2h",
+                "--web.enable-lifecycle",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            cwd=self.workdir,
+        )
+        log.close()
+
+        def ready() -> bool:
+            if self._proc is not None and self._proc.poll() is not None:
+                raise ControlPlaneError(
+                    f"prometheus exited with {self._proc.returncode}{_log_tail(self.log)}"
+                )
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
+                return bool(resp.status == 200)
+
+        _wait_for("prometheus", ready, deadline=deadline, log=self.log)
+        return self.url
+
+    def add_target(self, name: str, address: str, labels: dict[str, str] | None = None) -> None:
+        """Scrape http://ADDRESS/metrics from now on, with these labels on every series."""
+        path = self.targets / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps([{"targets": [address], "labels": labels or {}}]))
+        tmp.replace(path)  # atomic: Prometheus never reads half a file
+
+    def remove_target(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.targets / f"{name}.json").unlink()
+
+    def stop(self, grace: float = 10.0) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, signal.SIGTERM)
+        try:
+            self._proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None

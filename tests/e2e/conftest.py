@@ -32,13 +32,25 @@ def crds(cluster: Cluster) -> None:
     )
 
 
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.Prometheus]:
+    """A real Prometheus server on loopback, scraping every second."""
+    server = devcluster.Prometheus(tmp_path_factory.mktemp("prometheus"))
+    server.start(bound_to_caller=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 class OperatorProcess:
     """`flagops run` as a separate process, as it runs in a cluster: it can be killed and restarted."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str, log: Path, metrics_port: int = 0) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
+        self.metrics_port = metrics_port
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -56,15 +68,17 @@ class OperatorProcess:
                     "run",
                     "--namespace",
                     self.namespace,
+                    "--metrics-address",
+                    "127.0.0.1",
                     "--metrics-port",
-                    "0",
+                    str(self.metrics_port),
                     "--verbose",
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-                preexec_fn=devcluster._die_with_parent,  # noqa: PLW1509 - no threads at this point
+                preexec_fn=devcluster.die_with_parent,  # noqa: PLW1509 - no threads at this point
             )
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
@@ -99,7 +113,9 @@ def operator(
     cluster: Cluster, crds: None, namespace: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> Iterator[OperatorProcess]:
     """A flagops operator watching only this test's namespace."""
-    op = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "operator.log")
+    op = OperatorProcess(
+        cluster.kubeconfig, namespace, tmp_path / "operator.log", metrics_port=devcluster.free_port()
+    )
     op.start()
     try:
         yield op

@@ -274,7 +274,7 @@ def test_cli_up_is_idempotent_and_down_leaves_nothing_behind(cluster: Cluster, t
         cli("down")
 
     assert not (workdir / "state.json").exists()
-    alive = [name for name, pid in state["pids"].items() if devcluster._pid_alive(pid)]
+    alive = [name for name, pid in state["pids"].items() if devcluster.pid_alive(pid)]
     assert alive == [], f"processes left behind: {alive}"
     listening = [name for name, port in state["ports"].items() if name != "etcd-peer" and _listening(port)]
     assert listening == [], f"ports still listening: {listening}"

@@ -147,6 +147,12 @@ class Check(Model):
     prometheus: PrometheusCheck | None = Field(
         default=None, description="Query Prometheus; pass when every value compares well with the threshold."
     )
+    initial_delay_seconds: int = Field(
+        default=0,
+        ge=0,
+        le=3600,
+        description="Wait this long after the restarts before the first measurement.",
+    )
     interval_seconds: int = Field(default=5, ge=1, le=3600, description="Time between measurements.")
     successes: int = Field(default=1, ge=1, le=100, description="Consecutive passing measurements needed.")
     failure_limit: int = Field(

@@ -219,7 +219,7 @@ def start_check(source: str, check: Check, now: datetime.datetime, target: str |
         expectation=expectation,
         phase=CheckPhase.RUNNING,
         started_at=now,
-        next_at=now,
+        next_at=now + datetime.timedelta(seconds=check.initial_delay_seconds),
     )
 
 

@@ -24,6 +24,10 @@ venv: $(STAMP) ## create .venv with flagops and its dev tools
 controlplane: ## build etcd, kube-apiserver, controller-manager, scheduler, kubectl, kwok (cached)
 	bash hack/controlplane/build.sh
 
+.PHONY: prometheus
+prometheus: ## fetch a real Prometheus server (Debian's package, unpacked into the cache)
+	bash hack/prometheus/fetch.sh
+
 .PHONY: cluster
 cluster: venv ## start the local control plane (reuses a running one); prints the KUBECONFIG export
 	@$(BIN)/python -m flagops.devcluster up
@@ -45,9 +49,9 @@ crds: venv ## regenerate crds/ from the pydantic models
 	$(BIN)/flagops crds
 
 .PHONY: test
-test: venv controlplane lint ## everything CI runs: lint, unit and e2e tests on a real control plane
+test: venv controlplane prometheus lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest
 
 .PHONY: demo
-demo: venv controlplane ## start the local control plane and show flagops at work
+demo: venv controlplane prometheus ## start the local control plane and show flagops at work
 	bash hack/demo.sh

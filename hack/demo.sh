@@ -1,37 +1,79 @@
 #!/usr/bin/env bash
-# `make demo`: the local control plane, the flagops operator, and the Epic 21 flags at work.
+# `make demo`: a local Kubernetes, Prometheus, the flagops operator, and the Epic 21 story:
+# a flag goes out, its error rate rises, a trigger rolls it back, Prometheus confirms.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 py=$root/.venv/bin/python
 ns=epic21
+run=$root/.cluster/demo
+pids=()
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
+cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+free_port() { "$py" -c 'from flagops.devcluster import free_port; print(free_port())'; }
+promql() {  # an instant query, printed as "value"
+  curl -s "$prometheus/api/v1/query" --data-urlencode "query=$1" |
+    "$py" -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "empty")'
+}
+wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ((SECONDS > deadline)); then echo "timed out waiting for $what" >&2; exit 1; fi
+    sleep 0.5
+  done
+}
 
-step "Control plane binaries (built once, then cached)"
+step "Control plane binaries and Prometheus (built or fetched once, then cached)"
 eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^kubectl=\(.*\)\/kubectl$/export PATH=\1:$PATH/p')"
+bash hack/prometheus/fetch.sh
 
 step "Local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok"
-eval "$($py -m flagops.devcluster up)"
+eval "$("$py" -m flagops.devcluster up)"
 show kubectl get nodes
-
-step "Install the CRDs and start the operator (log: .cluster/operator.log)"
-show kubectl apply -f crds/
-kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=flagops >/dev/null
-"$py" -m flagops.cli run --metrics-port 0 >>.cluster/operator.log 2>&1 &
-operator=$!
-trap 'kill $operator 2>/dev/null; wait $operator 2>/dev/null || true' EXIT
-
-step "The Epic 21 flags and the three services that consume them"
-# A fresh namespace each run, so the demo tells the same story every time.
+rm -rf "$run" && mkdir -p "$run"
 kubectl delete namespace $ns --ignore-not-found --wait=true --timeout=60s >/dev/null
 kubectl create namespace $ns >/dev/null
-show kubectl -n $ns apply -f examples/epic21/flagset.yaml -f examples/epic21/workloads.yaml
+
+step "Prometheus, the operator and a simulated Butler service (logs: .cluster/demo/)"
+show kubectl apply -f crds/
+kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=flagops >/dev/null
+metrics_port=$(free_port)
+butler_port=$(free_port)
+"$py" -m flagops.cli run --metrics-address 127.0.0.1 --metrics-port "$metrics_port" >"$run/operator.log" 2>&1 &
+pids+=($!)
+"$py" examples/butler-sim/butler_sim.py --namespace $ns --configmap epic21-flags --port "$butler_port" \
+  >"$run/butler.log" 2>&1 &
+pids+=($!)
+"$py" -m flagops.devcluster prometheus --workdir "$run/prometheus" \
+  --target "butler=127.0.0.1:$butler_port,ns=$ns" --target "flagops=127.0.0.1:$metrics_port" \
+  >"$run/prometheus.out" 2>&1 &
+pids+=($!)
+wait_for 60 "Prometheus" grep -q '^http' "$run/prometheus.out"
+prometheus=$(grep -m1 '^http' "$run/prometheus.out")
+echo "Prometheus at $prometheus, operator metrics at http://127.0.0.1:$metrics_port/metrics"
+
+step "The Epic 21 flags, with a trigger and a Prometheus check on USE_NEW_DIALOG_CONTEXT_REPO"
+ratio="sum(rate(butler_dialog_requests_total{outcome=\"error\",ns=\"$ns\"}[5s])) / sum(rate(butler_dialog_requests_total{ns=\"$ns\"}[5s]))"
+show kubectl -n $ns apply -f examples/epic21/workloads.yaml -f examples/epic21/flagset.yaml
+"$py" - "$prometheus" "$ratio" <<'PY' >"$run/trigger-patch.json"
+import json, sys
+server, ratio = sys.argv[1:]
+trigger = {"name": "dialog-errors", "prometheus": {"server": server, "query": ratio},
+           "comparison": "GreaterThan", "threshold": "0.05", "forSeconds": 5, "intervalSeconds": 1}
+check = {"name": "dialog-error-ratio", "initialDelaySeconds": 2, "intervalSeconds": 1, "successes": 3,
+         "failureLimit": 10, "deadlineSeconds": 120,
+         "prometheus": {"server": server, "query": ratio, "comparison": "LessThan", "threshold": "0.01"}}
+print(json.dumps([{"op": "add", "path": "/spec/flags/0/triggers", "value": [trigger]},
+                  {"op": "add", "path": "/spec/flags/0/checks", "value": [check]}]))
+PY
+kubectl -n $ns patch ffs epic21 --type=json --patch-file="$run/trigger-patch.json" >/dev/null
+kubectl -n $ns get ffs epic21 -o jsonpath='{.spec.flags[0].triggers[0]}' | "$py" -m json.tool
 kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 for d in butler workers api; do kubectl -n $ns rollout status deployment/$d --timeout=90s >/dev/null; done
 show kubectl -n $ns get ffs
-show kubectl -n $ns get configmap epic21-flags -o jsonpath='{.data.USE_NEW_DIALOG_CONTEXT_REPO}{"\n"}'
 before=$(kubectl -n $ns get replicasets -o name | sort)
 
 step "Stage 21_01a: enable USE_NEW_DIALOG_CONTEXT_REPO (consumed by butler only)"
@@ -40,21 +82,30 @@ show kubectl -n $ns patch ffs epic21 --type=json \
 kubectl -n $ns wait ffs/epic21 --for=jsonpath='{.status.effective.USE_NEW_DIALOG_CONTEXT_REPO}'=true --timeout=60s >/dev/null
 kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 show kubectl -n $ns get ffs
-show kubectl -n $ns get configmap epic21-flags -o jsonpath='{.data.USE_NEW_DIALOG_CONTEXT_REPO}{"\n"}'
 echo "New ReplicaSets (only butler restarted):"
 comm -13 <(echo "$before") <(kubectl -n $ns get replicasets -o name | sort)
-show kubectl -n $ns get deployments
-show kubectl -n $ns get ffs epic21 -o jsonpath='{range .status.workloads[*]}{.name}{"\t"}{.state}{"\t"}{.restartedAt}{"\n"}{end}'
 
-step "Incident: dialog errors above 5%. Roll back stage 21_01a (examples/epic21/rollback-21-01a.yaml)"
-show kubectl -n $ns apply -f examples/epic21/rollback-21-01a.yaml
-show kubectl -n $ns wait rollback/rollback-21-01a --for=condition=Succeeded --timeout=120s
+step "The new code path fails 8% of dialog requests; the trigger watches the error ratio"
+above() { awk -v v="$(promql "$ratio")" 'BEGIN { exit !(v != "empty" && v > 0.05) }'; }
+wait_for 60 "the error ratio to rise" above
+echo "error ratio now: $(promql "$ratio")"
+wait_for 60 "the trigger to fire" sh -c "kubectl -n $ns get rollbacks -o name | grep -q ."
+rollback=$(kubectl -n $ns get rollbacks -o jsonpath='{.items[0].metadata.name}')
+show kubectl -n $ns get ffs epic21 -o jsonpath='{.status.triggers[0].message}{"\n"}'
+
+step "The trigger created $rollback: flip, restart, validate with Prometheus"
+show kubectl -n $ns wait "rollback/$rollback" --for=condition=Succeeded --timeout=180s
 show kubectl -n $ns get rollbacks
 show kubectl -n $ns get rollbacks -o wide
 show kubectl -n $ns get ffs
-show kubectl -n $ns get configmap epic21-flags -o jsonpath='{.data.USE_NEW_DIALOG_CONTEXT_REPO}{"\n"}'
-show kubectl -n $ns describe rollback rollback-21-01a
+echo "error ratio now: $(promql "$ratio")"
+show kubectl -n $ns get rollback "$rollback" -o jsonpath='{range .status.checks[*]}{.name}{": "}{.phase}{" - "}{.target}{"\n  "}{.message}{"\n"}{end}'
+show kubectl -n $ns describe rollback "$rollback"
 
-step "Done. The cluster keeps running (the operator stops with this script):"
+step "The operator's own metrics (http://127.0.0.1:$metrics_port/metrics)"
+curl -s "http://127.0.0.1:$metrics_port/metrics" |
+  grep -E '^flagops_(rollbacks_total|rollback_duration_seconds_(sum|count)|trigger_firings_total|flags|notifications_total|rollouts_in_progress)' || true
+
+step "Done. The cluster keeps running (Prometheus, the operator and the service stop with this script):"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  make cluster-down    # stops it"

@@ -624,8 +624,15 @@ def running_cluster(workdir: Path) -> Iterator[ControlPlane]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flagops.devcluster", description=__doc__.split("\n")[0])
-    parser.add_argument("command", choices=("up", "down", "status", "build"))
+    parser.add_argument("command", choices=("up", "down", "status", "build", "prometheus"))
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT[,LABEL=VALUE...]",
+        help="prometheus: a target to scrape (repeatable)",
+    )
     args = parser.parse_args(argv)
     plane = ControlPlane(args.workdir)
     try:
@@ -649,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                 had = plane._load_state() is not None
                 plane.stop()
                 print("control plane stopped" if had else "no control plane was running", file=sys.stderr)
+            case "prometheus":
+                return _run_prometheus(args.workdir, args.target)
             case "status":
                 state = plane.running()
                 if state is None:
@@ -661,8 +670,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _run_prometheus(workdir: Path, targets: list[str]) -> int:
+    """Run Prometheus in the foreground until SIGTERM/SIGINT (the demo runs it in the background)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = Prometheus(workdir)
+    stop = False
+
+    def on_signal(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    url = server.start(bound_to_caller=True)
+    for target in targets:
+        name, _, rest = target.partition("=")
+        address, *pairs = rest.split(",")
+        server.add_target(name, address, dict(pair.split("=", 1) for pair in pairs))
+    print(url, flush=True)
+    try:
+        while not stop:
+            time.sleep(0.2)
+    finally:
+        server.stop()
+    return 0
 
 
 PROMETHEUS_FETCH = REPO_ROOT / "hack" / "prometheus" / "fetch.sh"
@@ -766,3 +797,7 @@ class Prometheus:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

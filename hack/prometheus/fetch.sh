@@ -3,6 +3,7 @@
 # (unpacked, not installed: no service is started, nothing outside the cache changes).
 #
 #   fetch.sh                print progress; fetch.sh --print-path  print only the binary's path
+# promtool lands beside it.
 set -euo pipefail
 
 version=2.42.0+ds-5+deb12u1
@@ -12,7 +13,7 @@ binary="$dir/prometheus"
 mode=${1:-}
 log() { if [ "$mode" = "--print-path" ]; then echo "$*" >&2; else echo "$*"; fi; }
 
-if [ -x "$binary" ]; then
+if [ -x "$binary" ] && [ -x "$dir/promtool" ]; then
   log "prometheus: cached in $dir"
 else
   if ! command -v apt-get >/dev/null 2>&1; then
@@ -30,6 +31,7 @@ else
   fi
   dpkg-deb -x prometheus_*.deb unpacked
   mkdir -p "$dir"
+  install -m 0755 unpacked/usr/bin/promtool "$dir/promtool"
   install -m 0755 unpacked/usr/bin/prometheus "$dir/.prometheus.tmp"
   mv "$dir/.prometheus.tmp" "$binary"
   log "prometheus: $("$binary" --version 2>&1 | head -1)"

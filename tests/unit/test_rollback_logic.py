@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from flagops import conditions as c
-from flagops.models.checks import Check, InvariantComparison
+from flagops.controller import triggers
+from flagops.models.checks import Check, Comparison, InvariantComparison
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, FlagStatus, Override
 from flagops.models.rollback import (
     CheckPhase,
@@ -246,3 +247,61 @@ def test_conditions_follow_the_phase() -> None:
 def test_check_result_done_flags() -> None:
     assert CheckResult(name="x", type="http", phase=CheckPhase.PASSED).done
     assert not CheckResult(name="x", type="http", phase=CheckPhase.RUNNING).done
+
+
+# -- prometheus checks and triggers ----------------------------------------------------------
+
+
+def prom_check(on_empty: str = "Wait", comparison: str = "LessThan", threshold: str = "0.01") -> Check:
+    return Check.model_validate(
+        {
+            "name": "p",
+            "prometheus": {
+                "server": "http://prom:9090",
+                "query": "q",
+                "comparison": comparison,
+                "threshold": threshold,
+                "onEmpty": on_empty,
+            },
+        }
+    )
+
+
+@pytest.mark.parametrize(("values", "passed"), [([0.001], True), ([0.001, 0.5], False), ([0.01], False)])
+def test_every_series_must_pass(values: list[float], passed: bool) -> None:
+    check = prom_check()
+    assert check.prometheus is not None
+    assert logic.judge_query(check.prometheus, values)[1] is passed
+
+
+@pytest.mark.parametrize(("policy", "passed"), [("Fail", False), ("Pass", True), ("Wait", None)])
+def test_empty_result_follows_the_policy(policy: str, passed: bool | None) -> None:
+    check = prom_check(on_empty=policy)
+    assert check.prometheus is not None
+    observed, verdict, message = logic.judge_query(check.prometheus, [])
+    assert (observed, verdict) == ("empty", passed)
+    assert f"onEmpty: {policy}" in message
+
+
+def test_comparisons() -> None:
+    assert logic.compares(Comparison.GREATER_THAN, 0.08, 0.05)
+    assert not logic.compares(Comparison.GREATER_THAN, 0.05, 0.05)
+    assert logic.compares(Comparison.GREATER_THAN_OR_EQUAL, 0.05, 0.05)
+    assert logic.compares(Comparison.LESS_THAN_OR_EQUAL, 0.05, 0.05)
+    assert logic.compares(Comparison.EQUAL, 1, 1)
+
+
+def test_trigger_request_is_named_per_breach_and_active_requests_block_a_second() -> None:
+    since = datetime.datetime(2026, 11, 25, 20, 14, 5, tzinfo=datetime.UTC)
+    assert triggers.request_name("epic21", "USE_NEW_X", since) == "epic21-use-new-x-20261125-201405"
+    running = {"spec": {"flagSet": "s", "flags": ["A"]}, "status": {"phase": "Validating"}}
+    held = {"spec": {"flagSet": "s", "all": True}, "status": {"phase": "Failed", "locked": True}}
+    released = {
+        "spec": {"flagSet": "s", "flags": ["A"], "release": True},
+        "status": {"phase": "Succeeded", "locked": True},
+    }
+    assert triggers.active(running, "s", "A")
+    assert triggers.active(held, "s", "A")
+    assert not triggers.active(released, "s", "A")
+    assert not triggers.active(running, "s", "B")
+    assert not triggers.active(running, "other", "A")

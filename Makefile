@@ -48,6 +48,10 @@ lint: venv ## ruff, mypy --strict, import-linter layers, CRDs in sync with the m
 crds: venv ## regenerate crds/ from the pydantic models
 	$(BIN)/flagops crds
 
+.PHONY: manifests
+manifests: venv controlplane ## render manifests/ from the Helm chart
+	$(BIN)/python hack/render-manifests.py
+
 .PHONY: test
 test: venv controlplane prometheus lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) from the Go wrapper modules beside this script.
+# kube-scheduler, kubectl, kwok) and helm from the Go wrapper modules beside this script.
 #
 # Binaries land in a cache outside the clone, one directory per component keyed by its
 # version and a hash of its wrapper module, so a second run (or CI on the same machine)
@@ -67,10 +67,12 @@ check_pin() {
 check_pin kubernetes k8s.io/kubernetes "$KUBERNETES_VERSION"
 check_pin etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION"
 check_pin kwok sigs.k8s.io/kwok "$KWOK_VERSION"
+check_pin helm helm.sh/helm/v3 "$HELM_VERSION"
 
 k8s_dir="$cache/kubernetes-$(key kubernetes "v$KUBERNETES_VERSION")"
 etcd_dir="$cache/etcd-$(key etcd "v$ETCD_VERSION")"
 kwok_dir="$cache/kwok-$(key kwok "v$KWOK_VERSION")"
+helm_dir="$cache/helm-$(key helm "v$HELM_VERSION")"
 
 # Upstream stamps the version into both packages (hack/lib/version.sh); without it
 # `--version` prints v0.0.0-master and kwok cannot tell which flags the binaries take.
@@ -89,6 +91,7 @@ targets=(
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$k8s_dir|$k8s_ldflags"
   "etcd|etcd|go.etcd.io/etcd/server/v3|$etcd_dir|-s -w"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$kwok_dir|-s -w"
+  "helm|helm|helm.sh/helm/v3/cmd/helm|$helm_dir|-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"
 )
 
 total_start=$(date +%s)

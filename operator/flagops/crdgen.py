@@ -19,7 +19,7 @@ from pydantic import BaseModel, JsonValue
 from flagops.models import common, flagset, rollback
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-OUTPUT_DIRS = (REPO_ROOT / "crds",)
+OUTPUT_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "flagops" / "crds")
 
 # JSON Schema keywords a structural schema cannot carry, or that only confuse kubectl explain.
 _DROP = {"title", "$defs", "additionalProperties_false"}

@@ -46,7 +46,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.
 class OperatorProcess:
     """`flagops run` as a separate process, as it runs in a cluster: it can be killed and restarted."""
 
-    def __init__(self, kubeconfig: Path, namespace: str, log: Path, metrics_port: int = 0) -> None:
+    def __init__(self, kubeconfig: Path, namespace: str | None, log: Path, metrics_port: int = 0) -> None:
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
@@ -66,8 +66,7 @@ class OperatorProcess:
                     "-m",
                     "flagops.cli",
                     "run",
-                    "--namespace",
-                    self.namespace,
+                    *(["--namespace", self.namespace] if self.namespace else []),
                     "--metrics-address",
                     "127.0.0.1",
                     "--metrics-port",

@@ -254,7 +254,7 @@ def test_multi_flag_rollback_waits_for_approval(
         "rb",
         "--type=merge",
         "-p",
-        '{"spec":{"approved":true}}',
+        '{"spec":{"approved":true,"approvedBy":"flagops-admin"}}',
     )
     done = wait_phase(cluster, namespace, "rb", "Succeeded")
     assert done["status"]["approvedAt"] > done["status"]["startedAt"]

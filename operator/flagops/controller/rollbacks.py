@@ -162,7 +162,9 @@ class RollbackReconciler:
             return await self._finish(body, status, Phase.PLANNED, c.DRY_RUN, message)
         if required and not spec.approved:
             return await self._save(body, status, Phase.AWAITING_APPROVAL, c.AWAITING_APPROVAL, why)
-        status = status.model_copy(update={"approved_at": now})
+        status = status.model_copy(
+            update={"approved_at": now, "approved_by": spec.approved_by if spec.approved else None}
+        )
         return await self._save(
             body, status, Phase.APPLYING, c.APPLYING_OVERRIDES, self._applying_message(status)
         )
@@ -172,7 +174,7 @@ class RollbackReconciler:
     ) -> float | None:
         if not spec.approved:
             return None  # the approval arrives as a spec change, which wakes us
-        status = status.model_copy(update={"approved_at": self._clock()})
+        status = status.model_copy(update={"approved_at": self._clock(), "approved_by": spec.approved_by})
         return await self._save(
             body, status, Phase.APPLYING, c.APPLYING_OVERRIDES, self._applying_message(status)
         )

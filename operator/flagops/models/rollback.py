@@ -86,6 +86,15 @@ class RollbackRequestSpec(Model):
     approved: bool = Field(
         default=False, description="Approval, where the set's approval policy asks for one. May be set later."
     )
+    approved_by: str | None = Field(
+        default=None,
+        max_length=253,
+        description="Who approves: your own user name, set together with approved: true. The API server "
+        "checks it against the request's user and the set's approvers (ValidatingAdmissionPolicy).",
+        json_schema_extra={
+            "x-kubernetes-validations": [cel("self == oldSelf", "approvedBy cannot change once set")]
+        },
+    )
     abort: bool = Field(
         default=False,
         description="Stop the request. What was already applied stays applied (see status). "
@@ -260,6 +269,7 @@ class RollbackRequestStatus(Model):
     approved_at: datetime.datetime | None = Field(
         default=None, description="When it was approved (or needed none)."
     )
+    approved_by: str | None = Field(default=None, description="Who approved, as admitted by the API server.")
     flags_applied_at: datetime.datetime | None = Field(
         default=None, description="When the overrides took effect."
     )

@@ -1,0 +1,321 @@
+"""Install and security, proven on the real API server: manifests, RBAC, Pod Security, approval."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from flagops import devcluster
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.helpers import (
+    REPO,
+    apply,
+    deployments_settled,
+    get_set,
+    load_example_set,
+    set_flag,
+    wait_ready,
+)
+from tests.e2e.test_rollbacks import served, wait_phase
+from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
+
+MANIFESTS = REPO / "manifests"
+SYSTEM = "flagops-system"
+DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
+
+
+def helm() -> str:
+    return str(devcluster.build_binaries(quiet=True)["helm"])
+
+
+@pytest.fixture(scope="module")
+def installed(cluster: Cluster, crds: None) -> Iterator[None]:
+    """`kubectl apply -f manifests/`, as a user installs flagops; removed afterwards (but the CRDs)."""
+    kubectl(cluster.kubeconfig, "apply", "-f", str(MANIFESTS / "00-namespace.yaml"))
+    kubectl(cluster.kubeconfig, "apply", "-f", str(MANIFESTS))
+    try:
+        yield
+    finally:
+        kubectl(
+            cluster.kubeconfig,
+            "delete",
+            "--ignore-not-found",
+            "--wait=false",
+            "-f",
+            str(MANIFESTS / "10-flagops.yaml"),
+            "-f",
+            str(MANIFESTS / "00-namespace.yaml"),
+            check=False,
+        )
+
+
+def serviceaccount_config(cluster: Cluster, namespace: str, name: str, path: Path) -> Path:
+    return devcluster.serviceaccount_kubeconfig(cluster.kubeconfig, namespace, name, path)
+
+
+def test_manifests_are_rendered_from_the_chart() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack/render-manifests.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        [],
+        ["--set", "watchNamespaces={team-a,team-b}"],
+        ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true"],
+    ],
+)
+def test_chart_lints_and_renders(values: list[str]) -> None:
+    lint = subprocess.run(
+        [helm(), "lint", "--strict", str(REPO / "charts/flagops"), *values],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    rendered = subprocess.run(
+        [helm(), "template", "flagops", str(REPO / "charts/flagops"), *values],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    kinds = [line.split(": ", 1)[1] for line in rendered.splitlines() if line.startswith("kind: ")]
+    assert "Deployment" in kinds
+    if "watchNamespaces" in " ".join(values):
+        assert "ClusterRole" not in kinds and kinds.count("Role") == 2
+        assert "--namespace=team-a" in rendered
+    if "serviceMonitor" in " ".join(values):
+        assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
+
+
+def test_server_side_dry_run_and_restricted_pod_security(cluster: Cluster, installed: None) -> None:
+    out = kubectl(cluster.kubeconfig, "apply", "--dry-run=server", "-f", str(MANIFESTS)).stdout
+    assert "deployment.apps/flagops" in out and "(server dry run)" in out
+    ns = kubectl_json(cluster.kubeconfig, "get", "namespace", SYSTEM)
+    assert ns["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    # The pods were admitted by the restricted Pod Security level (kwok then runs them).
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        SYSTEM,
+        "wait",
+        "deployment/flagops",
+        "--for=condition=Available",
+        "--timeout=90s",
+        timeout=100,
+    )
+    pod = kubectl_json(
+        cluster.kubeconfig, "-n", SYSTEM, "get", "pods", "-l", "app.kubernetes.io/name=flagops"
+    )
+    container = pod["items"][0]["spec"]["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["resources"]["limits"] and container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+
+
+def test_shipped_rbac_has_no_wildcards(installed: None, cluster: Cluster) -> None:
+    role = kubectl_json(cluster.kubeconfig, "get", "clusterrole", "flagops")
+    for rule in role["rules"]:
+        for field in ("apiGroups", "resources", "verbs"):
+            assert "*" not in rule.get(field, []), rule
+        assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"]), (
+            rule
+        )
+    secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
+    assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+
+
+def test_operator_runs_the_scenario_under_its_own_serviceaccount(
+    cluster: Cluster, installed: None, namespace: str, tmp_path: Path
+) -> None:
+    token_config = serviceaccount_config(cluster, SYSTEM, "flagops", tmp_path / "flagops.kubeconfig")
+    op = OperatorProcess(token_config, None, tmp_path / "operator.log", metrics_port=devcluster.free_port())
+    op.start()
+    try:
+        kubectl(
+            cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml")
+        )
+        kubectl(
+            cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/flagset.yaml")
+        )
+        wait_ready(cluster, namespace)
+        set_flag(cluster, namespace, 0, True)
+        wait_until("the flag served", lambda: served(cluster, namespace, DIALOG) == "true")
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "apply",
+            "-f",
+            str(REPO / "examples/epic21/rollback-21-01a.yaml"),
+        )
+        wait_phase(cluster, namespace, "rollback-21-01a", "Succeeded")
+        assert served(cluster, namespace, DIALOG) == "false"
+    finally:
+        op.stop()
+    log = op.log.read_text()
+    assert "403" not in log and "Forbidden" not in log, op.tail()
+
+
+def test_namespaced_mode_is_confined_to_its_namespaces(
+    cluster: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    system = f"{namespace}-op"[:63]
+    other = f"{namespace}-other"[:63]
+    for ns in (system, other):
+        kubectl(cluster.kubeconfig, "create", "namespace", ns)
+    try:
+        rendered = subprocess.run(
+            [
+                helm(),
+                "template",
+                "flagops",
+                str(REPO / "charts/flagops"),
+                "--namespace",
+                system,
+                "--set",
+                f"watchNamespaces={{{namespace}}}",
+                "--set",
+                "approvalPolicy.enabled=false",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        kubectl(cluster.kubeconfig, "apply", "-f", "-", stdin=rendered)
+        token_config = serviceaccount_config(cluster, system, "flagops", tmp_path / "ns.kubeconfig")
+
+        op = OperatorProcess(
+            token_config, namespace, tmp_path / "operator.log", metrics_port=devcluster.free_port()
+        )
+        op.start()
+        try:
+            kubectl(
+                cluster.kubeconfig,
+                "-n",
+                namespace,
+                "apply",
+                "-f",
+                str(REPO / "examples/epic21/workloads.yaml"),
+            )
+            kubectl(
+                cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/flagset.yaml")
+            )
+            wait_ready(cluster, namespace)
+        finally:
+            op.stop()
+        assert "Forbidden" not in op.log.read_text(), op.tail()
+
+        api = config.new_client_from_config(str(token_config))
+        try:
+            custom = client.CustomObjectsApi(api)
+            with pytest.raises(ApiException) as err:
+                custom.list_namespaced_custom_object("flagops.io", "v1alpha1", other, "featureflagsets")
+            assert err.value.status == 403
+            with pytest.raises(ApiException) as err:
+                custom.list_cluster_custom_object("flagops.io", "v1alpha1", "featureflagsets")
+            assert err.value.status == 403
+            with pytest.raises(ApiException) as err:
+                client.CoreV1Api(api).read_namespaced_config_map("kube-root-ca.crt", other)
+            assert err.value.status == 403
+        finally:
+            api.close()
+    finally:
+        for ns in (system, other):
+            kubectl(cluster.kubeconfig, "delete", "namespace", ns, "--wait=false", check=False)
+
+
+def grant_rollback_patch(cluster: Cluster, namespace: str, *accounts: str) -> None:
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "role",
+        "approver",
+        "--verb=get,patch",
+        "--resource=rollbackrequests.flagops.io",
+    )
+    for account in accounts:
+        kubectl(cluster.kubeconfig, "-n", namespace, "create", "serviceaccount", account)
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            f"approver-{account}",
+            "--role=approver",
+            f"--serviceaccount={namespace}:{account}",
+        )
+
+
+def approve(config_path: Path, namespace: str, approved_by: str | None) -> None:
+    patch: dict[str, Any] = {"spec": {"approved": True}}
+    if approved_by is not None:
+        patch["spec"]["approvedBy"] = approved_by
+    kubectl(config_path, "-n", namespace, "patch", "rollback", "rb", "--type=merge", "-p", json.dumps(patch))
+
+
+def test_only_listed_approvers_can_approve_and_are_recorded(
+    cluster: Cluster, installed: None, namespace: str, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    lead = f"system:serviceaccount:{namespace}:lead"
+    oncall = f"system:serviceaccount:{namespace}:oncall"
+    grant_rollback_patch(cluster, namespace, "lead", "oncall")
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["approval"] = {"approvers": [lead]}
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG, "USE_NEW_STORAGE_ADAPTER"]},
+    }
+    apply(cluster, namespace, body)
+    wait_phase(cluster, namespace, "rb", "AwaitingApproval")
+
+    lead_config = serviceaccount_config(cluster, namespace, "lead", tmp_path / "lead")
+    oncall_config = serviceaccount_config(cluster, namespace, "oncall", tmp_path / "oncall")
+    with pytest.raises(KubectlError) as err:
+        approve(oncall_config, namespace, oncall)
+    assert f"{oncall} may not approve rollbacks of FeatureFlagSet epic21" in err.value.stderr
+    with pytest.raises(KubectlError) as err:
+        approve(lead_config, namespace, None)
+    assert "approving needs spec.approvedBy set to your own user name" in err.value.stderr
+    with pytest.raises(KubectlError) as err:
+        approve(lead_config, namespace, oncall)  # naming someone else
+    assert "approving needs spec.approvedBy" in err.value.stderr
+    # Creating a request already approved is approving too.
+    with pytest.raises(KubectlError):
+        apply(
+            cluster,
+            namespace,
+            {
+                **body,
+                "metadata": {"name": "rb2"},
+                "spec": {**body["spec"], "approved": True, "approvedBy": "someone"},
+            },
+        )
+
+    approve(lead_config, namespace, lead)
+    done = wait_phase(cluster, namespace, "rb", "Succeeded")
+    assert done["status"]["approvedBy"] == lead
+    assert get_set(cluster, namespace)["status"]["overrideCount"] == 2

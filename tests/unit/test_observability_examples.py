@@ -68,3 +68,9 @@ def test_rules_and_dashboard_use_only_exported_metrics() -> None:
 def test_every_metric_is_on_the_dashboard() -> None:
     used = {base_name(name) for expr in dashboard_exprs() for name in referenced(expr)}
     assert exported() <= used | {base_name(n) for n in used}, exported() - used
+
+
+def test_chart_rules_are_the_example_rules() -> None:
+    chart = yaml.safe_load((EXAMPLES.parents[1] / "charts/flagops/files/rules.yaml").read_text())
+    example = yaml.safe_load((EXAMPLES / "prometheusrule.yaml").read_text())
+    assert chart == example["spec"], "copy examples/observability/prometheusrule.yaml spec to the chart"

@@ -1,6 +1,5 @@
 # The flagops operator image: non-root, no shell tools beyond the slim base, read-only root.
 # Not built in CI (no Docker engine there); see README "Container image".
-# syntax=docker/dockerfile:1.7
 FROM python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./

@@ -569,7 +569,9 @@ class ControlPlane:
     def _node_ready(self, name: str) -> bool:
         node = self._get(f"/api/v1/nodes/{name}")
         conditions = (node or {}).get("status", {}).get("conditions", [])
-        return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+        # The node lifecycle controller taints a node not-ready while it registers: wait that out.
+        return ready and not (node or {}).get("spec", {}).get("taints")
 
     def _reap(self, name: str) -> None:
         proc = self._procs.get(name)

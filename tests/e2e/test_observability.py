@@ -136,10 +136,12 @@ def scrape(operator: OperatorProcess) -> str:
         return resp.read().decode()
 
 
-def metric(text: str, line_start: str) -> float:
+def metric(text: str, line_start: str, default: float | None = None) -> float:
     for line in text.splitlines():
         if line.startswith(line_start):
             return float(line.rsplit(" ", 1)[1])
+    if default is not None:
+        return default
     raise AssertionError(f"{line_start} not in the scrape")
 
 
@@ -299,3 +301,43 @@ def test_empty_query_result_follows_the_policy(
     assert message in result["message"]
     assert result["observed"] == "empty" or on_empty == "Wait"
     assert result["target"] == f'{prometheus.url} no_such_metric{{job="none"}}'
+
+
+def test_failing_webhook_never_blocks_a_rollback(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, receiver: Endpoint
+) -> None:
+    receiver.routes["/hook"] = (500, {"error": "receiver down"})
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "secret",
+        "generic",
+        "ops-webhook",
+        f"--from-literal=url={receiver.url}/hook",
+    )
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["flags"][0]["enabled"] = True
+    flagset["spec"]["notifications"] = {
+        "webhook": {"urlSecretRef": {"name": "ops-webhook", "key": "url"}, "timeoutSeconds": 1}
+    }
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG]},
+    }
+    apply(cluster, namespace, body)
+    done = wait_phase(cluster, namespace, "rb", "Succeeded")
+    # The rollback did not wait for the retries (1 + 2 + 4 s per message).
+    assert done["status"]["seconds"]["total"] < 7
+    wait_until(
+        "the failures to be counted",
+        lambda: metric(scrape(operator), 'flagops_notifications_total{result="failed"}', 0) >= 1,
+        timeout=30,
+    )
+    assert len(receiver.posts) >= 4, "each message was tried again"

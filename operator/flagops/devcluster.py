@@ -125,6 +125,23 @@ def die_with_parent() -> None:
     libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
+def spawn(
+    argv: list[str], log: Path, *, cwd: Path, bound_to_caller: bool, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a component in its own process group, output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            cwd=cwd,
+            env=env,
+        )
+
+
 def _wait_for(what: str, probe: Callable[[], bool], *, deadline: float, log: Path | None = None) -> None:
     """Poll `probe` until it is true; past the deadline, fail with the log's last lines."""
     end = time.monotonic() + deadline
@@ -462,19 +479,14 @@ class ControlPlane:
 
     def _launch(self, name: str, binary: Path, args: list[str], bound_to_caller: bool) -> None:
         assert self.state is not None
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.uname().machine} if name == "etcd" else None
-        proc = subprocess.Popen(
+        proc = spawn(
             [str(binary), *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            self.logs / f"{name}.log",
             cwd=self.workdir,
+            bound_to_caller=bound_to_caller,
             env=env,
         )
-        log.close()
         self._procs[name] = proc
         self.state.pids[name] = proc.pid
 
@@ -747,8 +759,7 @@ class Prometheus:
                 indent=2,
             )
         )
-        log = self.log.open("ab")
-        self._proc = subprocess.Popen(
+        self._proc = spawn(
             [
                 str(binary),
                 f"--config.file={config}",
@@ -757,14 +768,10 @@ class Prometheus:
                 "--storage.tsdb.retention.time=2h",
                 "--web.enable-lifecycle",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=die_with_parent if bound_to_caller else None,  # noqa: PLW1509
+            self.log,
             cwd=self.workdir,
+            bound_to_caller=bound_to_caller,
         )
-        log.close()
 
         def ready() -> bool:
             if self._proc is not None and self._proc.poll() is not None:

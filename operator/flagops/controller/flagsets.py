@@ -82,6 +82,25 @@ class FlagSetReconciler:
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
 
+    async def patch_status(
+        self, namespace: str, name: str, change: Callable[[FeatureFlagSetStatus], dict[str, Any] | None]
+    ) -> bool:
+        """Let another writer (rollbacks, triggers) change part of a set's status safely: under
+        the set's lock, read it fresh, let `change` compute a status merge patch from its
+        status (None: nothing to change), and write it guarded by the resourceVersion.
+        Returns False when the set does not exist."""
+        async with self.lock(namespace, name):
+            body = await self._kube.get(FLAGSETS.path(namespace, name))
+            if body is None:
+                return False
+            patch = change(parse_status(body.get("status")))
+            if patch:
+                await self._kube.patch(
+                    FLAGSETS.path(namespace, name, "status"),
+                    {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
+                )
+            return True
+
     def forget(self, namespace: str, name: str) -> None:
         self._progressing.pop((namespace, name), None)
         metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))

@@ -219,22 +219,14 @@ class RollbackReconciler:
             results[planned.name] = result
         status = status.model_copy(update={"checks": [results[p.name] for p in plan.checks]})
 
-        async with self._flagsets.lock(namespace, spec.flag_set):
-            set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
-            if set_body is None:
-                raise Failure(
-                    c.FLAG_SET_NOT_FOUND, f"FeatureFlagSet {spec.flag_set} was deleted; nothing applied"
-                )
-            set_status = parse_status(set_body.get("status"))
-            overrides = logic.with_overrides(set_status.overrides, flags, set_spec, name, now)
-            if overrides != set_status.overrides:
-                await self._kube.patch(
-                    FLAGSETS.path(namespace, spec.flag_set, "status"),
-                    {
-                        "metadata": {"resourceVersion": set_body["metadata"]["resourceVersion"]},
-                        "status": {"overrides": [o.to_api() for o in overrides]},
-                    },
-                )
+        def hold(current: FeatureFlagSetStatus) -> dict[str, Any] | None:
+            overrides = logic.with_overrides(current.overrides, flags, set_spec, name, now)
+            return None if overrides == current.overrides else {"overrides": [o.to_api() for o in overrides]}
+
+        if not await self._flagsets.patch_status(namespace, spec.flag_set, hold):
+            raise Failure(
+                c.FLAG_SET_NOT_FOUND, f"FeatureFlagSet {spec.flag_set} was deleted; nothing applied"
+            )
         self._enqueue_set(namespace, spec.flag_set)
         status = status.model_copy(update={"applied": flags, "locked": True, "flags_applied_at": now})
         self._wait(namespace, name, plan.workloads)
@@ -407,20 +399,12 @@ class RollbackReconciler:
 
     async def _remove_overrides(self, body: dict[str, Any], spec: RollbackRequestSpec) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        async with self._flagsets.lock(namespace, spec.flag_set):
-            set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
-            if set_body is None:
-                return
-            current = parse_status(set_body.get("status")).overrides
-            remaining = logic.without_overrides(current, name)
-            if remaining != current:
-                await self._kube.patch(
-                    FLAGSETS.path(namespace, spec.flag_set, "status"),
-                    {
-                        "metadata": {"resourceVersion": set_body["metadata"]["resourceVersion"]},
-                        "status": {"overrides": [o.to_api() for o in remaining]},
-                    },
-                )
+
+        def release(current: FeatureFlagSetStatus) -> dict[str, Any] | None:
+            remaining = logic.without_overrides(current.overrides, name)
+            return None if remaining == current.overrides else {"overrides": [o.to_api() for o in remaining]}
+
+        await self._flagsets.patch_status(namespace, spec.flag_set, release)
         self._enqueue_set(namespace, spec.flag_set)
 
     async def _rollout_state(

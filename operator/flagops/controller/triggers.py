@@ -250,14 +250,6 @@ class TriggerEvaluator:
         return name
 
     async def _write(self, namespace: str, name: str, triggers: list[TriggerStatus]) -> None:
-        async with self._flagsets.lock(namespace, name):
-            body = await self._kube.get(FLAGSETS.path(namespace, name))
-            if body is None:
-                return
-            await self._kube.patch(
-                FLAGSETS.path(namespace, name, "status"),
-                {
-                    "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
-                    "status": {"triggers": [t.to_api() for t in triggers]},
-                },
-            )
+        await self._flagsets.patch_status(
+            namespace, name, lambda _: {"triggers": [t.to_api() for t in triggers]}
+        )

@@ -74,11 +74,13 @@ class Endpoint:
         self.routes: dict[str, tuple[int, Any]] = {}
         self.hits: list[str] = []
         self.posts: list[tuple[str, Any]] = []
+        self.delays: dict[str, float] = {}
         endpoint = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 endpoint.hits.append(self.path)
+                time.sleep(endpoint.delays.get(self.path, 0))
                 status, body = endpoint.routes.get(self.path, (404, {"error": "no such route"}))
                 payload = json.dumps(body).encode()
                 self.send_response(status)

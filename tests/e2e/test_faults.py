@@ -1,0 +1,148 @@
+"""Faults survived: the operator SIGKILLed in every phase of a rollback finishes it after a
+restart, restarting each workload once, with timings that stay consistent."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import OperatorProcess
+from tests.e2e.helpers import REPO, apply, deployments_settled, load_example_set, wait_ready
+from tests.e2e.test_rollbacks import get_rollback, served
+from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
+
+DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
+SLOW = "4s"  # how long a new butler pod takes to turn Ready
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    server = Endpoint()
+    server.routes["/healthz"] = (200, {"status": "ok"})
+    server.routes["/count"] = (200, {"count": 7})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def butler_generation(cluster: Cluster, namespace: str) -> int:
+    return int(
+        kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployment", "butler")["metadata"][
+            "generation"
+        ]
+    )
+
+
+def slow_butler(cluster: Cluster, namespace: str) -> None:
+    """New butler pods take SLOW to be Ready, so a rollout can be caught in progress."""
+    patch = {"spec": {"template": {"metadata": {"annotations": {"kwok.flagops.io/ready-after": SLOW}}}}}
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "deployment",
+        "butler",
+        "--type=merge",
+        "-p",
+        json.dumps(patch),
+    )
+
+
+def wait_phase_reached(cluster: Cluster, namespace: str, phase: str) -> None:
+    wait_until(
+        f"phase {phase}",
+        lambda: get_rollback(cluster, namespace, "rb").get("status", {}).get("phase") == phase,
+    )
+
+
+@pytest.mark.parametrize("phase", ["Applying", "RollingOut", "Validating", "Restoring"])
+def test_sigkill_in_every_phase_resumes_without_repeating(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint, phase: str
+) -> None:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    if phase in ("RollingOut", "Restoring"):
+        slow_butler(cluster, namespace)
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=60)
+    if phase == "Applying":
+        endpoint.delays["/count"] = 4  # the baseline read holds the request in Applying
+    if phase == "Validating":
+        endpoint.routes["/healthz"] = (503, {"status": "starting"})
+    before = butler_generation(cluster, namespace)
+
+    checks = [
+        {
+            "name": "health",
+            "intervalSeconds": 1,
+            "failureLimit": 100,
+            "deadlineSeconds": 120,
+            "http": {"url": f"{endpoint.url}/healthz"},
+        },
+        {
+            "name": "count",
+            "intervalSeconds": 1,
+            "invariant": {
+                "http": {"url": f"{endpoint.url}/count", "jsonPath": "$.count", "timeoutSeconds": 10}
+            },
+        },
+    ]
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG], "drill": phase == "Restoring", "checks": checks},
+    }
+    apply(cluster, namespace, body)
+    wait_phase_reached(cluster, namespace, phase)
+    operator.stop(signal.SIGKILL)
+    endpoint.delays.clear()
+    endpoint.routes["/healthz"] = (200, {"status": "ok"})
+    operator.start()
+
+    def finished() -> dict[str, Any] | None:
+        obj = get_rollback(cluster, namespace, "rb")
+        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_until("the restarted operator to finish the request", finished, timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    # Each workload restarted once for the rollback (and once more to restore, in a drill).
+    expected = before + (2 if phase == "Restoring" else 1)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=60)
+    assert butler_generation(cluster, namespace) == expected
+    assert served(cluster, namespace, DIALOG) == ("true" if phase == "Restoring" else "false")
+    # Timings kept from before the crash, in order, none negative.
+    stamps = [
+        status[k]
+        for k in (
+            "startedAt",
+            "approvedAt",
+            "flagsAppliedAt",
+            "rolloutCompletedAt",
+            "validatedAt",
+            "completedAt",
+        )
+    ]
+    assert stamps == sorted(stamps)
+    assert all(value >= 0 for value in status["seconds"].values())
+    assert status["seconds"]["total"] >= status["seconds"]["timeToExecute"]
+    events = kubectl_json(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "get",
+        "events.events.k8s.io",
+        "--field-selector",
+        "regarding.name=rb",
+    )["items"]
+    reasons = [e["reason"] for e in events]
+    assert reasons.count("RollbackSucceeded" if phase != "Restoring" else "DrillSucceeded") == 1

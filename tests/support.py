@@ -90,6 +90,7 @@ class Endpoint:
                 self.wfile.write(payload)
 
             def do_POST(self) -> None:
+                time.sleep(endpoint.delays.get(self.path, 0))
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length)
                 endpoint.posts.append((self.path, json.loads(body) if body else None))

@@ -146,3 +146,113 @@ def test_sigkill_in_every_phase_resumes_without_repeating(
     )["items"]
     reasons = [e["reason"] for e in events]
     assert reasons.count("RollbackSucceeded" if phase != "Restoring" else "DrillSucceeded") == 1
+
+
+def rollback_with(
+    cluster: Cluster,
+    namespace: str,
+    checks: list[dict[str, Any]],
+    notifications: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["flags"][0]["enabled"] = True
+    if notifications:
+        flagset["spec"]["notifications"] = notifications
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG], "checks": checks},
+    }
+    apply(cluster, namespace, body)
+
+    def finished() -> dict[str, Any] | None:
+        obj = get_rollback(cluster, namespace, "rb")
+        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_until("the request to end", finished, timeout=60)["status"]  # type: ignore[no-any-return]
+
+
+def test_prometheus_down_fails_the_check_in_bounded_time(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    from flagops.devcluster import free_port  # noqa: PLC0415
+
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    status = rollback_with(
+        cluster,
+        namespace,
+        [
+            {
+                "name": "errors",
+                "intervalSeconds": 1,
+                "failureLimit": 2,
+                "prometheus": {
+                    "server": down,
+                    "query": "up",
+                    "comparison": "LessThan",
+                    "threshold": "1",
+                    "timeoutSeconds": 2,
+                },
+            }
+        ],
+    )
+    assert status["phase"] == "Failed"
+    assert f"Prometheus at {down} did not answer" in status["message"]
+    assert status["checks"][0]["attempts"] == 3
+
+
+def test_job_that_never_finishes_fails_at_the_deadline(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    status = rollback_with(
+        cluster,
+        namespace,
+        [
+            {
+                "name": "smoke",
+                "deadlineSeconds": 5,
+                "job": {
+                    "template": {
+                        "template": {
+                            "metadata": {"annotations": {"kwok.flagops.io/outcome": "hang"}},
+                            "spec": {
+                                "restartPolicy": "Never",
+                                "containers": [{"name": "s", "image": "registry.invalid/s:1"}],
+                            },
+                        }
+                    }
+                },
+            }
+        ],
+    )
+    assert status["phase"] == "Failed"
+    assert "did not pass within its deadline of 5.0s" in status["message"]
+    assert "running" in status["message"]
+
+
+def test_hanging_receiver_never_delays_a_rollback(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint
+) -> None:
+    endpoint.delays["/hook"] = 30  # answers far later than the webhook's timeout
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "secret",
+        "generic",
+        "hook",
+        f"--from-literal=url={endpoint.url}/hook",
+    )
+    status = rollback_with(
+        cluster,
+        namespace,
+        [],
+        notifications={"webhook": {"urlSecretRef": {"name": "hook", "key": "url"}, "timeoutSeconds": 1}},
+    )
+    assert status["phase"] == "Succeeded"
+    assert status["seconds"]["total"] < 5, "the rollback did not wait for the receiver"

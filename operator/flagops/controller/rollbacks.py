@@ -518,8 +518,7 @@ class RollbackReconciler:
         observed, job_passed, message = await job_probe.measure(
             self._kube, body["metadata"]["namespace"], name
         )
-        if job_passed is None:
-            return None  # still running: no measurement, the deadline still applies
+        # Still running: an inconclusive measurement; the deadline still applies.
         return Measurement(at=now, value=observed, passed=job_passed, message=message)
 
     def _progress_message(self, results: list[WorkloadResult]) -> str:

@@ -232,8 +232,9 @@ def record(
     `failure_limit` failing ones, or when the deadline passes first. An inconclusive
     measurement (passed None) counts as neither.
     """
-    # Nothing to measure yet (a Job still running): look again soon, not a whole interval later.
-    wait = check.interval_seconds if measurement is not None else min(check.interval_seconds, 1)
+    # A Job still running: look again soon, not a whole interval later.
+    waiting_on_job = measurement is None or (check.job is not None and measurement.passed is None)
+    wait = min(check.interval_seconds, 1) if waiting_on_job else check.interval_seconds
     update: dict[str, object] = {"next_at": now + datetime.timedelta(seconds=wait)}
     if measurement is not None:
         history = [*result.measurements, measurement][-MAX_MEASUREMENTS:]

@@ -33,7 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     plane = devcluster.ControlPlane(tmp_path_factory.mktemp("controlplane"))
     plane.start(bound_to_caller=True, binaries=binaries)
     try:
-        yield Cluster(kubeconfig=plane.kubeconfig, logs=plane.logs)
+        yield Cluster(kubeconfig=plane.kubeconfig, logs=plane.logs, plane=plane)
     finally:
         plane.stop()
 

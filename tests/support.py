@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flagops.devcluster import ControlPlane
+
 T = TypeVar("T")
 
 
@@ -20,6 +22,7 @@ T = TypeVar("T")
 class Cluster:
     kubeconfig: Path
     logs: Path | None  # None on a cluster this test run did not start
+    plane: ControlPlane | None = None  # ours, to restart components in fault tests
 
 
 class KubectlError(AssertionError):

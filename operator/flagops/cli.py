@@ -7,57 +7,94 @@ import asyncio
 import logging
 import os
 import sys
+from typing import Any
 
 import kopf
 
 from flagops import crdgen, handlers, kube, metrics
+from flagops.controller.leader import LeaderElector, LeadershipLost
 from flagops.controller.runtime import Controller
 
 logger = logging.getLogger("flagops")
 
 
-async def _operate(args: argparse.Namespace) -> None:
+def _own_namespace() -> str:
+    """The namespace the operator runs in: $POD_NAMESPACE, the ServiceAccount's, or default."""
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+            return f.read().strip()
+    except OSError:
+        return "default"
+
+
+async def _operate(args: argparse.Namespace) -> int:
     client = kube.Kube.connect(args.kubeconfig)
-    controller = Controller(client, workers=args.workers)
-    registry = kopf.OperatorRegistry()
-    handlers.register(registry, controller)
-    stop = asyncio.Event()
-    namespaced = bool(args.namespace)
-    operator = asyncio.create_task(
-        kopf.operator(
-            registry=registry,
-            settings=handlers.settings(namespaced=namespaced),
-            clusterwide=not namespaced,
-            namespaces=args.namespace or (),
-            standalone=True,
-            stop_flag=stop,
-        ),
-        name="kopf",
+    elector = (
+        LeaderElector(client, args.leader_election_namespace or _own_namespace())
+        if args.leader_elect
+        else None
     )
-    workers = asyncio.create_task(controller.run(), name="flagops-controller")
+    tasks: dict[str, asyncio.Task[Any]] = {}
+    leading = elector is None
     server = None
     if args.metrics_port:
 
         def healthy() -> bool:
-            return not operator.done() and not workers.done()
+            return not any(task.done() for task in tasks.values())
 
-        server = await metrics.serve(args.metrics_address, args.metrics_port, healthy=healthy, ready=healthy)
-    # kopf handles SIGINT/SIGTERM itself; its cleanup handler stops the workers (handlers.py).
-    scope = f"namespaces {', '.join(args.namespace)}" if namespaced else "all namespaces"
-    logger.info("flagops operator started, watching %s", scope)
+        server = await metrics.serve(
+            args.metrics_address, args.metrics_port, healthy=healthy, ready=lambda: leading and healthy()
+        )
+    stop = asyncio.Event()
+    lost = False
     try:
-        done, _ = await asyncio.wait({operator, workers}, return_when=asyncio.FIRST_COMPLETED)
+        if elector is not None:
+            await elector.acquire()
+            leading = True
+            tasks["lease"] = asyncio.create_task(elector.hold(), name="flagops-lease")
+        controller = Controller(client, workers=args.workers)
+        registry = kopf.OperatorRegistry()
+        handlers.register(registry, controller)
+        namespaced = bool(args.namespace)
+        tasks["kopf"] = asyncio.create_task(
+            kopf.operator(
+                registry=registry,
+                settings=handlers.settings(namespaced=namespaced),
+                clusterwide=not namespaced,
+                namespaces=args.namespace or (),
+                standalone=True,
+                stop_flag=stop,
+            ),
+            name="kopf",
+        )
+        tasks["workers"] = asyncio.create_task(controller.run(), name="flagops-controller")
+        # kopf handles SIGINT/SIGTERM itself; its cleanup handler stops the workers (handlers.py).
+        scope = f"namespaces {', '.join(args.namespace)}" if namespaced else "all namespaces"
+        logger.info("flagops operator started, watching %s", scope)
+        done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
         for task in done:
-            if not task.cancelled() and not stop.is_set():
+            if task.cancelled() or stop.is_set():
+                continue
+            try:
                 task.result()  # re-raise what ended it
+            except LeadershipLost as err:
+                lost = True
+                logger.error("%s: stopping so that only the leader acts", err)
     finally:
         stop.set()
-        workers.cancel()
-        await asyncio.gather(operator, workers, return_exceptions=True)
+        for task in tasks.values():
+            if task.get_name() != "kopf":
+                task.cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        if elector is not None and leading and not lost:
+            await elector.release()
         if server is not None:
             await server.cleanup()
         await client.close()
         logger.info("flagops operator stopped")
+    return 1 if lost else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,8 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         # kopf's login reads the same file.
         os.environ["KUBECONFIG"] = args.kubeconfig
-    asyncio.run(_operate(args))
-    return 0
+    return asyncio.run(_operate(args))
 
 
 def crds(args: argparse.Namespace) -> int:
@@ -102,6 +138,16 @@ def parser() -> argparse.ArgumentParser:
     p_run.add_argument("--metrics-address", default="0.0.0.0", help="address of /metrics, /healthz, /readyz")
     p_run.add_argument(
         "--metrics-port", type=int, default=8080, help="port of /metrics, /healthz and /readyz (0: none)"
+    )
+    p_run.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="act only while holding the Lease `flagops` (run several replicas safely)",
+    )
+    p_run.add_argument(
+        "--leader-election-namespace",
+        default=None,
+        help="namespace of the Lease (default: $POD_NAMESPACE, then the ServiceAccount's)",
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)

@@ -293,6 +293,8 @@ class ControlPlane:
         self.state_file = self.workdir / "state.json"
         self.state: State | None = None
         self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._binaries: dict[str, Path] = {}
+        self._bound_to_caller = True
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -301,6 +303,7 @@ class ControlPlane:
     ) -> State:
         """Start every component and wait until nodes are Ready; cleans up on failure."""
         binaries = binaries or build_binaries()
+        self._binaries, self._bound_to_caller = binaries, bound_to_caller
         if self.state_file.exists():
             self.stop()
         # Every start is a fresh cluster: stale etcd data would leak objects between runs.
@@ -358,6 +361,21 @@ class ControlPlane:
             raise
         self.startup_seconds = time.monotonic() - started
         return self.state
+
+    def restart(self, name: str, *, deadline: float = 60.0) -> None:
+        """Stop one component and start it again with the same flags and ports (fault tests)."""
+        assert self.state is not None, "cluster not started"
+        pid = self.state.pids[name]
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        end = time.monotonic() + 30
+        while pid_alive(pid) and time.monotonic() < end:
+            self._reap(name)
+            time.sleep(0.05)
+        bound = self._bound_to_caller
+        self._launch(name, self._binaries[name], self._args(name, self.state.ports), bound)
+        self._save_state()
+        self._wait_ready(name, deadline)
 
     def stop(self, *, grace: float = 10.0) -> None:
         """Stop every component (SIGTERM, then SIGKILL) and wait until each is gone."""

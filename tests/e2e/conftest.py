@@ -46,7 +46,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.
 class OperatorProcess:
     """`flagops run` as a separate process, as it runs in a cluster: it can be killed and restarted."""
 
-    def __init__(self, kubeconfig: Path, namespace: str | None, log: Path, metrics_port: int = 0) -> None:
+    def __init__(
+        self,
+        kubeconfig: Path,
+        namespace: str | None,
+        log: Path,
+        metrics_port: int = 0,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
+        self.extra_args = extra_args
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
@@ -72,6 +80,7 @@ class OperatorProcess:
                     "--metrics-port",
                     str(self.metrics_port),
                     "--verbose",
+                    *self.extra_args,
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -256,3 +257,95 @@ def test_hanging_receiver_never_delays_a_rollback(
     )
     assert status["phase"] == "Succeeded"
     assert status["seconds"]["total"] < 5, "the rollback did not wait for the receiver"
+
+
+def test_two_operators_one_leader_no_double_restarts(
+    cluster: Cluster, namespace: str, crds: None, tmp_path: Path
+) -> None:
+    election = ("--leader-elect", f"--leader-election-namespace={namespace}")
+    first = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "first.log", extra_args=election)
+    second = OperatorProcess(cluster.kubeconfig, namespace, tmp_path / "second.log", extra_args=election)
+    first.start()
+    wait_until("the first to lead", lambda: "became the leader" in first.log.read_text())
+    second.start()
+    try:
+        wait_until("the second to wait", lambda: "waiting for leadership" in second.log.read_text())
+        kubectl(
+            cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml")
+        )
+        kubectl(
+            cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/flagset.yaml")
+        )
+        wait_ready(cluster, namespace)
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+        before = butler_generation(cluster, namespace)
+
+        # The leader leaves; the standby takes over and carries the next change alone.
+        assert first.stop() == 0
+        wait_until("the second to lead", lambda: "became the leader" in second.log.read_text(), timeout=30)
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "patch",
+            "featureflagset",
+            "epic21",
+            "--type=json",
+            "-p",
+            json.dumps([{"op": "replace", "path": "/spec/flags/0/enabled", "value": True}]),
+        )
+        wait_until("the flag served", lambda: served(cluster, namespace, DIALOG) == "true")
+        wait_ready(cluster, namespace)
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+        assert butler_generation(cluster, namespace) == before + 1
+        assert "restarting Deployment" not in second.log.read_text().split("became the leader")[0]
+        lease = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "lease", "flagops")
+        assert lease["spec"]["holderIdentity"].endswith(f"_{second.proc.pid}")  # type: ignore[union-attr]
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_api_server_restart_during_a_rollout(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    if cluster.plane is None:
+        pytest.skip("needs the project's own control plane (FLAGOPS_TEST_KUBECONFIG points elsewhere)")
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["flags"][0]["enabled"] = True
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace)
+    slow_butler(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=60)
+    before = butler_generation(cluster, namespace)
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": "rb"},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG]},
+    }
+    apply(cluster, namespace, body)
+    wait_phase_reached(cluster, namespace, "RollingOut")
+    cluster.plane.restart("kube-apiserver")
+
+    def finished() -> dict[str, Any] | None:
+        obj = get_rollback(cluster, namespace, "rb")
+        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    status = wait_until("the request to finish after the restart", finished, timeout=120)["status"]
+    assert status["phase"] == "Succeeded", status["message"]
+    assert butler_generation(cluster, namespace) == before + 1
+    # The watches came back: a change made after the restart is still picked up.
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "rollback",
+        "rb",
+        "--type=merge",
+        "-p",
+        '{"spec":{"release":true}}',
+    )
+    wait_until("the release to be handled", lambda: served(cluster, namespace, DIALOG) == "true", timeout=60)

@@ -96,7 +96,7 @@ def test_chart_lints_and_renders(values: list[str]) -> None:
     kinds = [line.split(": ", 1)[1] for line in rendered.splitlines() if line.startswith("kind: ")]
     assert "Deployment" in kinds
     if "watchNamespaces" in " ".join(values):
-        assert "ClusterRole" not in kinds and kinds.count("Role") == 2
+        assert "ClusterRole" not in kinds and kinds.count("Role") == 3  # 2 watched + the Lease's
         assert "--namespace=team-a" in rendered
     if "serviceMonitor" in " ".join(values):
         assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
@@ -142,7 +142,14 @@ def test_operator_runs_the_scenario_under_its_own_serviceaccount(
     cluster: Cluster, installed: None, namespace: str, tmp_path: Path
 ) -> None:
     token_config = serviceaccount_config(cluster, SYSTEM, "flagops", tmp_path / "flagops.kubeconfig")
-    op = OperatorProcess(token_config, None, tmp_path / "operator.log", metrics_port=devcluster.free_port())
+    # Leader election on, as the chart runs it: the shipped Role covers the Lease too.
+    op = OperatorProcess(
+        token_config,
+        None,
+        tmp_path / "operator.log",
+        metrics_port=devcluster.free_port(),
+        extra_args=("--leader-elect", f"--leader-election-namespace={SYSTEM}"),
+    )
     op.start()
     try:
         kubectl(

@@ -38,8 +38,8 @@ cluster-down: venv ## stop the local control plane, leaving no process behind
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter layers, CRDs in sync with the models
-	$(BIN)/ruff check operator tests examples
-	$(BIN)/ruff format --check operator tests examples
+	$(BIN)/ruff check operator tests examples benchmarks hack
+	$(BIN)/ruff format --check operator tests examples benchmarks hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/flagops crds --check
@@ -55,6 +55,10 @@ manifests: venv controlplane ## render manifests/ from the Helm chart
 .PHONY: test
 test: venv controlplane prometheus lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest
+
+.PHONY: bench
+bench: venv controlplane ## run the benchmarks (several minutes) and print their results as JSON
+	$(BIN)/python benchmarks/run.py all
 
 .PHONY: demo
 demo: venv controlplane prometheus ## start the local control plane and show flagops at work

@@ -21,6 +21,8 @@ import aiohttp
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 
+from flagops import metrics
+
 logger = logging.getLogger(__name__)
 
 PatchType = Literal["merge", "json", "strategic"]
@@ -160,6 +162,7 @@ class Kube:
         if params:
             url += "?" + urllib.parse.urlencode(params)
         for attempt, delay in enumerate((*_RETRY_DELAYS, None)):
+            metrics.API_REQUESTS.labels(method).inc()
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers(content_type if body is not None else None)

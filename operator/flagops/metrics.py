@@ -87,6 +87,12 @@ TRIGGER_FIRINGS: Final = Counter(
     ["namespace", "flagset", "flag"],
     registry=REGISTRY,
 )
+API_REQUESTS: Final = Counter(
+    "flagops_api_requests_total",
+    "Requests flagops sent to the API server (kopf's watches aside).",
+    ["method"],
+    registry=REGISTRY,
+)
 NOTIFICATIONS: Final = Counter(
     "flagops_notifications_total",
     "Webhook notifications by result (sent, failed, dropped).",

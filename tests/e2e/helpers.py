@@ -97,3 +97,51 @@ def set_flag(cluster: Cluster, namespace: str, index: int, enabled: bool, name: 
         "-p",
         json.dumps([{"op": "replace", "path": f"/spec/flags/{index}/enabled", "value": enabled}]),
     )
+
+
+def get_rollback(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
+    return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequest", name)  # type: ignore[no-any-return]
+
+
+def wait_phase(
+    cluster: Cluster, namespace: str, name: str, phase: str, timeout: float = 90
+) -> dict[str, Any]:
+    def probe() -> dict[str, Any] | None:
+        obj = get_rollback(cluster, namespace, name)
+        return obj if obj.get("status", {}).get("phase") == phase else None
+
+    try:
+        return wait_until(f"rollback {name} in phase {phase}", probe, timeout=timeout)
+    except AssertionError as err:
+        status = get_rollback(cluster, namespace, name).get("status", {})
+        raise AssertionError(f"{err}\nphase={status.get('phase')} message={status.get('message')}") from None
+
+
+def served(cluster: Cluster, namespace: str, flag: str) -> str:
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
+    return str(cm["data"][flag])
+
+
+def wait_terminal(cluster: Cluster, namespace: str, name: str, timeout: float = 120) -> dict[str, Any]:
+    """The request's status once it has Succeeded or Failed."""
+
+    def probe() -> dict[str, Any] | None:
+        status = get_rollback(cluster, namespace, name).get("status", {})
+        return status if status.get("phase") in ("Succeeded", "Failed") else None
+
+    return wait_until(f"rollback {name} to end", probe, timeout=timeout)
+
+
+def patch_rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
+    """Set control fields (approved, abort, release) as a user would."""
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "rollback",
+        name,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": spec}),
+    )

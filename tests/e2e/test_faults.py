@@ -12,8 +12,17 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import OperatorProcess
-from tests.e2e.helpers import REPO, apply, deployments_settled, load_example_set, wait_ready
-from tests.e2e.test_rollbacks import get_rollback, served
+from tests.e2e.helpers import (
+    REPO,
+    apply,
+    deployments_settled,
+    get_rollback,
+    load_example_set,
+    patch_rollback,
+    served,
+    wait_ready,
+    wait_terminal,
+)
 from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
@@ -110,11 +119,7 @@ def test_sigkill_in_every_phase_resumes_without_repeating(
     endpoint.routes["/healthz"] = (200, {"status": "ok"})
     operator.start()
 
-    def finished() -> dict[str, Any] | None:
-        obj = get_rollback(cluster, namespace, "rb")
-        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
-
-    status = wait_until("the restarted operator to finish the request", finished, timeout=120)["status"]
+    status = wait_terminal(cluster, namespace, "rb", timeout=120)
     assert status["phase"] == "Succeeded", status["message"]
     # Each workload restarted once for the rollback (and once more to restore, in a drill).
     expected = before + (2 if phase == "Restoring" else 1)
@@ -170,11 +175,7 @@ def rollback_with(
     }
     apply(cluster, namespace, body)
 
-    def finished() -> dict[str, Any] | None:
-        obj = get_rollback(cluster, namespace, "rb")
-        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
-
-    return wait_until("the request to end", finished, timeout=60)["status"]  # type: ignore[no-any-return]
+    return wait_terminal(cluster, namespace, "rb", timeout=60)
 
 
 def test_prometheus_down_fails_the_check_in_bounded_time(
@@ -329,23 +330,9 @@ def test_api_server_restart_during_a_rollout(
     wait_phase_reached(cluster, namespace, "RollingOut")
     cluster.plane.restart("kube-apiserver")
 
-    def finished() -> dict[str, Any] | None:
-        obj = get_rollback(cluster, namespace, "rb")
-        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
-
-    status = wait_until("the request to finish after the restart", finished, timeout=120)["status"]
+    status = wait_terminal(cluster, namespace, "rb", timeout=120)
     assert status["phase"] == "Succeeded", status["message"]
     assert butler_generation(cluster, namespace) == before + 1
     # The watches came back: a change made after the restart is still picked up.
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--type=merge",
-        "-p",
-        '{"spec":{"release":true}}',
-    )
+    patch_rollback(cluster, namespace, "rb", release=True)
     wait_until("the release to be handled", lambda: served(cluster, namespace, DIALOG) == "true", timeout=60)

@@ -21,10 +21,11 @@ from tests.e2e.helpers import (
     deployments_settled,
     get_set,
     load_example_set,
+    served,
     set_flag,
+    wait_phase,
     wait_ready,
 )
-from tests.e2e.test_rollbacks import served, wait_phase
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
 
 MANIFESTS = REPO / "manifests"

@@ -22,10 +22,11 @@ from tests.e2e.helpers import (
     deployments_settled,
     get_set,
     load_example_set,
+    served,
     set_flag,
+    wait_phase,
     wait_ready,
 )
-from tests.e2e.test_rollbacks import served, wait_phase
 from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"

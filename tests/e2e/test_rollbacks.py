@@ -13,10 +13,14 @@ from tests.e2e.helpers import (
     apply,
     condition,
     deployments_settled,
+    get_rollback,
     get_set,
     load_example_set,
+    patch_rollback,
     replicasets,
+    served,
     set_flag,
+    wait_phase,
     wait_ready,
 )
 from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
@@ -56,29 +60,6 @@ def rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
         "spec": {"flagSet": "epic21", **spec},
     }
     apply(cluster, namespace, body)
-
-
-def get_rollback(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
-    return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequest", name)  # type: ignore[no-any-return]
-
-
-def wait_phase(
-    cluster: Cluster, namespace: str, name: str, phase: str, timeout: float = 90
-) -> dict[str, Any]:
-    def probe() -> dict[str, Any] | None:
-        obj = get_rollback(cluster, namespace, name)
-        return obj if obj.get("status", {}).get("phase") == phase else None
-
-    try:
-        return wait_until(f"rollback {name} in phase {phase}", probe, timeout=timeout)
-    except AssertionError as err:
-        status = get_rollback(cluster, namespace, name).get("status", {})
-        raise AssertionError(f"{err}\nphase={status.get('phase')} message={status.get('message')}") from None
-
-
-def served(cluster: Cluster, namespace: str, flag: str) -> str:
-    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "epic21-flags")
-    return str(cm["data"][flag])
 
 
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -206,17 +187,7 @@ def test_lock_holds_until_release(cluster: Cluster, namespace: str, dialog_enabl
     assert overridden is not None and overridden["status"] == "True"
     assert f"{DIALOG} held at false by RollbackRequest rb" in overridden["message"]
 
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--type=merge",
-        "-p",
-        '{"spec":{"release":true}}',
-    )
+    patch_rollback(cluster, namespace, "rb", release=True)
     wait_until("the flag to follow the spec again", lambda: served(cluster, namespace, DIALOG) == "true")
     released = get_rollback(cluster, namespace, "rb")["status"]
     assert released["locked"] is False and "Released" in released["message"]
@@ -245,17 +216,7 @@ def test_multi_flag_rollback_waits_for_approval(
     assert "multi-flag rollback needs approval" in waiting["status"]["message"]
     assert served(cluster, namespace, DIALOG) == "true", "nothing changes before approval"
 
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--type=merge",
-        "-p",
-        '{"spec":{"approved":true,"approvedBy":"flagops-admin"}}',
-    )
+    patch_rollback(cluster, namespace, "rb", approved=True, approvedBy="flagops-admin")
     done = wait_phase(cluster, namespace, "rb", "Succeeded")
     assert done["status"]["approvedAt"] > done["status"]["startedAt"]
     assert served(cluster, namespace, DIALOG) == "false" and served(cluster, namespace, STORAGE) == "false"
@@ -350,17 +311,7 @@ def test_abort_keeps_what_was_applied(
 ) -> None:
     rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="hang")])
     wait_phase(cluster, namespace, "rb", "Validating")
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--type=merge",
-        "-p",
-        '{"spec":{"abort":true}}',
-    )
+    patch_rollback(cluster, namespace, "rb", abort=True)
     aborted = wait_phase(cluster, namespace, "rb", "Aborted")
     assert f"{DIALOG} already applied and held" in aborted["status"]["message"]
     succeeded = condition(aborted, "Succeeded")

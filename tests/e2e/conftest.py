@@ -14,7 +14,7 @@ import pytest
 
 from flagops import devcluster
 from tests.e2e.helpers import EXAMPLE, REPO, deployments_settled, wait_ready
-from tests.support import Cluster, kubectl, wait_until
+from tests.support import Cluster, Endpoint, kubectl, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +41,25 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devcluster.
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    """A real HTTP endpoint on loopback: healthz and counters for checks, a sink for webhooks."""
+    server = Endpoint()
+    server.routes["/healthz"] = (200, {"status": "ok"})
+    server.routes["/count"] = (200, {"count": 7})
+    server.routes["/dialogs/count"] = (200, {"count": 1042})
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def receiver(endpoint: Endpoint) -> Endpoint:
+    """The same server, in its role of webhook receiver."""
+    return endpoint
 
 
 class OperatorProcess:

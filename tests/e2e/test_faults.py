@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,17 +26,6 @@ from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
 SLOW = "4s"  # how long a new butler pod takes to turn Ready
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    server = Endpoint()
-    server.routes["/healthz"] = (200, {"status": "ok"})
-    server.routes["/count"] = (200, {"count": 7})
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def butler_generation(cluster: Cluster, namespace: str) -> int:

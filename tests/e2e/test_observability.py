@@ -84,15 +84,6 @@ def butler(
         log.close()
 
 
-@pytest.fixture
-def receiver() -> Iterator[Endpoint]:
-    server = Endpoint()
-    try:
-        yield server
-    finally:
-        server.close()
-
-
 def flagset_with_trigger(
     namespace: str, prometheus: devcluster.Prometheus, *, for_seconds: int, webhook: bool = True
 ) -> dict[str, Any]:

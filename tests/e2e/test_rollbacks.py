@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,17 +26,6 @@ from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"  # flag 0, consumed by butler
 STORAGE = "USE_NEW_STORAGE_ADAPTER"  # flag 2, consumed by api
-
-
-@pytest.fixture
-def endpoint() -> Iterator[Endpoint]:
-    server = Endpoint()
-    server.routes["/healthz"] = (200, {"status": "ok"})
-    server.routes["/dialogs/count"] = (200, {"count": 1042})
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

@@ -145,3 +145,16 @@ def patch_rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> 
         "-p",
         json.dumps({"spec": spec}),
     )
+
+
+def deploy_dialog_enabled(cluster: Cluster, namespace: str, **spec: Any) -> dict[str, Any]:
+    """Stage 21_01a deployed: the example workloads and set with USE_NEW_DIALOG_CONTEXT_REPO on,
+    `spec` merged into the set's spec (one level deep); returns the set once Ready."""
+    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(EXAMPLE / "workloads.yaml"))
+    flagset = load_example_set()
+    flagset["spec"]["flags"][0]["enabled"] = True
+    for key, value in spec.items():
+        current = flagset["spec"].get(key)
+        flagset["spec"][key] = {**current, **value} if isinstance(current, dict) else value
+    apply(cluster, namespace, flagset)
+    return wait_ready(cluster, namespace)

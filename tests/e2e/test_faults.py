@@ -14,9 +14,9 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    deploy_dialog_enabled,
     deployments_settled,
     get_rollback,
-    load_example_set,
     patch_rollback,
     served,
     wait_ready,
@@ -63,11 +63,7 @@ def wait_phase_reached(cluster: Cluster, namespace: str, phase: str) -> None:
 def test_sigkill_in_every_phase_resumes_without_repeating(
     cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint, phase: str
 ) -> None:
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace)
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     if phase in ("RollingOut", "Restoring"):
         slow_butler(cluster, namespace)
@@ -148,13 +144,7 @@ def rollback_with(
     checks: list[dict[str, Any]],
     notifications: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["flags"][0]["enabled"] = True
-    if notifications:
-        flagset["spec"]["notifications"] = notifications
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace, **({"notifications": notifications} if notifications else {}))
     body = {
         "apiVersion": "flagops.io/v1alpha1",
         "kind": "RollbackRequest",
@@ -300,11 +290,7 @@ def test_api_server_restart_during_a_rollout(
 ) -> None:
     if cluster.plane is None:
         pytest.skip("needs the project's own control plane (FLAGOPS_TEST_KUBECONFIG points elsewhere)")
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace)
     slow_butler(cluster, namespace)
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=60)
     before = butler_generation(cluster, namespace)

@@ -18,9 +18,9 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    deploy_dialog_enabled,
     deployments_settled,
     get_set,
-    load_example_set,
     served,
     set_flag,
     wait_phase,
@@ -286,12 +286,7 @@ def test_only_listed_approvers_can_approve_and_are_recorded(
     lead = f"system:serviceaccount:{namespace}:lead"
     oncall = f"system:serviceaccount:{namespace}:oncall"
     grant_rollback_patch(cluster, namespace, "lead", "oncall")
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["approval"] = {"approvers": [lead]}
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace, approval={"approvers": [lead]})
     body = {
         "apiVersion": "flagops.io/v1alpha1",
         "kind": "RollbackRequest",

@@ -19,6 +19,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    deploy_dialog_enabled,
     deployments_settled,
     get_set,
     load_example_set,
@@ -264,11 +265,7 @@ def test_empty_query_result_follows_the_policy(
     phase: str,
     message: str,
 ) -> None:
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace)
     check = {
         "name": "empty",
         "intervalSeconds": 1,
@@ -309,14 +306,13 @@ def test_failing_webhook_never_blocks_a_rollback(
         "ops-webhook",
         f"--from-literal=url={receiver.url}/hook",
     )
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
-    flagset = load_example_set()
-    flagset["spec"]["flags"][0]["enabled"] = True
-    flagset["spec"]["notifications"] = {
-        "webhook": {"urlSecretRef": {"name": "ops-webhook", "key": "url"}, "timeoutSeconds": 1}
-    }
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(
+        cluster,
+        namespace,
+        notifications={
+            "webhook": {"urlSecretRef": {"name": "ops-webhook", "key": "url"}, "timeoutSeconds": 1}
+        },
+    )
     body = {
         "apiVersion": "flagops.io/v1alpha1",
         "kind": "RollbackRequest",

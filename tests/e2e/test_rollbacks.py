@@ -11,6 +11,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     apply,
     condition,
+    deploy_dialog_enabled,
     deployments_settled,
     get_rollback,
     get_set,
@@ -213,12 +214,7 @@ def test_multi_flag_rollback_waits_for_approval(
 def test_single_flag_outside_the_window_needs_approval(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", "examples/epic21/workloads.yaml")
-    flagset = load_example_set()
-    flagset["spec"]["approval"] = {"windowSeconds": 0}
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace, approval={"windowSeconds": 0})
     rollback(cluster, namespace, "rb", flags=[DIALOG])
     waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
     assert "more than the 0.0s window" in waiting["status"]["message"]
@@ -395,12 +391,7 @@ def test_second_request_for_an_overridden_flag_needs_no_restart(
 def test_rollout_that_misses_its_deadline_fails(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", "examples/epic21/workloads.yaml")
-    flagset = load_example_set()
-    flagset["spec"]["rollout"]["timeoutSeconds"] = 5
-    flagset["spec"]["flags"][0]["enabled"] = True
-    apply(cluster, namespace, flagset)
-    wait_ready(cluster, namespace)
+    deploy_dialog_enabled(cluster, namespace, rollout={"timeoutSeconds": 5})
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     # New butler pods can never schedule: its rollout cannot finish.
     kubectl(

@@ -90,6 +90,7 @@ class Operator:
                 "127.0.0.1",
                 "--metrics-port",
                 str(self.port),
+                "--allowed-targets=127.0.0.0/8",  # the checks' endpoints listen on loopback
                 *args,
             ],
             stdout=self.log,

@@ -42,7 +42,9 @@ show kubectl apply -f crds/
 kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=flagops >/dev/null
 metrics_port=$(free_port)
 butler_port=$(free_port)
-"$py" -m flagops.cli run --metrics-address 127.0.0.1 --metrics-port "$metrics_port" >"$run/operator.log" 2>&1 &
+# Everything here listens on loopback, which checks may reach only when allowed explicitly.
+"$py" -m flagops.cli run --metrics-address 127.0.0.1 --metrics-port "$metrics_port" \
+  --allowed-targets 127.0.0.0/8 >"$run/operator.log" 2>&1 &
 pids+=($!)
 "$py" examples/butler-sim/butler_sim.py --namespace $ns --configmap epic21-flags --port "$butler_port" \
   >"$run/butler.log" 2>&1 &

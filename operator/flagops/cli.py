@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 from typing import Any
 
@@ -14,6 +15,7 @@ import kopf
 from flagops import crdgen, handlers, kube, metrics
 from flagops.controller.leader import LeaderElector, LeadershipLost
 from flagops.controller.runtime import Controller
+from flagops.reconcile.targets import AllowedTarget, TargetPolicy
 
 logger = logging.getLogger("flagops")
 
@@ -27,6 +29,18 @@ def _own_namespace() -> str:
             return f.read().strip()
     except OSError:
         return "default"
+
+
+async def _target_policy(client: kube.Kube, args: argparse.Namespace) -> TargetPolicy:
+    """--allowed-targets, and the API server's own address, which checks may never query."""
+    host, port = client.server_address
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        infos = []
+    return TargetPolicy.parse(
+        args.allowed_targets, api_server=(host, port), api_server_addresses=[str(i[4][0]) for i in infos]
+    )
 
 
 async def _operate(args: argparse.Namespace) -> int:
@@ -54,7 +68,7 @@ async def _operate(args: argparse.Namespace) -> int:
             await elector.acquire()
             leading = True
             tasks["lease"] = asyncio.create_task(elector.hold(), name="flagops-lease")
-        controller = Controller(client, workers=args.workers)
+        controller = Controller(client, workers=args.workers, targets=await _target_policy(client, args))
         registry = kopf.OperatorRegistry()
         handlers.register(registry, controller)
         namespaced = bool(args.namespace)
@@ -119,6 +133,17 @@ def crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def _allowed_targets(value: str) -> str:
+    """Refuse a bad entry when the operator starts, not when a check first runs."""
+    for part in value.split(","):
+        if part.strip():
+            try:
+                AllowedTarget.parse(part)
+            except ValueError as err:
+                raise argparse.ArgumentTypeError(str(err)) from err
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flagops", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -148,6 +173,16 @@ def parser() -> argparse.ArgumentParser:
         "--leader-election-namespace",
         default=None,
         help="namespace of the Lease (default: $POD_NAMESPACE, then the ServiceAccount's)",
+    )
+    p_run.add_argument(
+        "--allowed-targets",
+        action="append",
+        default=[],
+        type=_allowed_targets,
+        metavar="TARGETS",
+        help="hosts that http and prometheus checks, invariants and triggers may reach: addresses, "
+        "networks (10.0.0.0/8), host names (*.monitoring.svc), each with an optional :PORT; "
+        "comma-separated or repeated. Default: any but link-local, loopback and the API server",
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)

@@ -37,6 +37,14 @@ FIELD_MANAGER: Final = "flagops"
 Body = dict[str, Any]
 
 
+# flagops uses a Secret only when the Secret carries this label.
+SECRET_OPT_IN: Final = ("flagops.io/usable", "true")
+
+
+class SecretNotUsable(Exception):
+    """A referenced Secret cannot be used; the message names it and says why (never its data)."""
+
+
 class ApiError(Exception):
     """A non-2xx answer. `status` is the HTTP code, `reason` the Status reason (e.g. Conflict)."""
 
@@ -128,6 +136,12 @@ class Kube:
         if configuration.cert_file and isinstance(context, ssl.SSLContext):
             context.load_cert_chain(configuration.cert_file, configuration.key_file)
         return cls(str(configuration.host), context, configuration, timeout=timeout)
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        """(host, port) of the API server."""
+        parts = urllib.parse.urlsplit(self._server)
+        return parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
 
     async def close(self) -> None:
         if self._session is not None:
@@ -226,11 +240,31 @@ class Kube:
             if not err.not_found:
                 raise
 
-    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        """One key of a Secret, decoded; None when the Secret or key is missing."""
-        secret = await self.get(SECRETS.path(namespace, name))
-        encoded = (secret or {}).get("data", {}).get(key)
-        return base64.b64decode(encoded).decode() if encoded else None
+    async def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret that opted in to flagops (SECRET_OPT_IN); SecretNotUsable otherwise.
+
+        Whoever writes a reference to a Secret into a check, a trigger or a webhook makes
+        flagops send its value somewhere: only the Secret's owner may allow that.
+        """
+        where = f"Secret {namespace}/{name}"
+        try:
+            secret = await self.get(SECRETS.path(namespace, name))
+        except ApiError as err:
+            if err.status != 403:
+                raise
+            raise SecretNotUsable(f"{where}: flagops may not read it ({err.reason})") from err
+        if secret is None:
+            raise SecretNotUsable(f"{where} not found")
+        label, value = SECRET_OPT_IN
+        if (secret["metadata"].get("labels") or {}).get(label) != value:
+            raise SecretNotUsable(
+                f"{where} has not opted in to use by flagops: its owner adds the label {label}={value} "
+                "to allow it"
+            )
+        encoded = (secret.get("data") or {}).get(key)
+        if not encoded:
+            raise SecretNotUsable(f"{where} has no key {key}")
+        return base64.b64decode(encoded).decode()
 
     async def log_tail(self, namespace: str, pod: str, *, lines: int = 20) -> str:
         """The last lines a pod's container wrote ('' when it has none)."""

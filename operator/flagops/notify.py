@@ -104,9 +104,10 @@ class Notifier:
         if webhook is None:
             return None
         ref = webhook.url_secret_ref
-        url = await self._kube.secret_value(namespace, ref.name, ref.key)
-        if not url:
+        try:
+            url = await self._kube.secret_value(namespace, ref.name, ref.key)
+        except kube.SecretNotUsable as err:
             metrics.NOTIFICATIONS.labels("failed").inc()
-            logger.warning("webhook of %s/%s: Secret %s has no key %s", namespace, flagset, ref.name, ref.key)
+            logger.warning("webhook of %s/%s not sent: %s", namespace, flagset, err)
             return None
         return url.strip(), webhook.timeout_seconds

@@ -100,6 +100,12 @@ class OperatorProcess:
                     str(self.metrics_port),
                     "--verbose",
                     *self.extra_args,
+                    # The tests' endpoints and Prometheus listen on loopback, refused by default.
+                    *(
+                        []
+                        if any(a.startswith("--allowed-targets") for a in self.extra_args)
+                        else ["--allowed-targets=127.0.0.0/8"]
+                    ),
                 ],
                 stdout=out,
                 stderr=subprocess.STDOUT,

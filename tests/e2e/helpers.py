@@ -31,6 +31,21 @@ def apply(cluster: Cluster, namespace: str, obj: dict[str, Any] | list[dict[str,
     )
 
 
+def create_secret(cluster: Cluster, namespace: str, name: str, *, usable: bool = True, **data: str) -> None:
+    """A Secret; `usable` adds the label with which its owner lets flagops use it."""
+    labels = {"flagops.io/usable": "true"} if usable else {}
+    apply(
+        cluster,
+        namespace,
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": labels},
+            "stringData": data,
+        },
+    )
+
+
 def get_set(cluster: Cluster, namespace: str, name: str = "epic21") -> dict[str, Any]:
     return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "featureflagset", name)  # type: ignore[no-any-return]
 

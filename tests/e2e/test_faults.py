@@ -14,6 +14,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    create_secret,
     deploy_dialog_enabled,
     deployments_settled,
     get_rollback,
@@ -218,16 +219,7 @@ def test_hanging_receiver_never_delays_a_rollback(
     cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint
 ) -> None:
     endpoint.delays["/hook"] = 30  # answers far later than the webhook's timeout
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "create",
-        "secret",
-        "generic",
-        "hook",
-        f"--from-literal=url={endpoint.url}/hook",
-    )
+    create_secret(cluster, namespace, "hook", url=f"{endpoint.url}/hook")
     status = rollback_with(
         cluster,
         namespace,

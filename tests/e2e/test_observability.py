@@ -19,6 +19,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    create_secret,
     deploy_dialog_enabled,
     deployments_settled,
     get_set,
@@ -147,16 +148,7 @@ def test_trigger_fires_rollback_validated_by_prometheus(
     receiver: Endpoint,
 ) -> None:
     secret_url = f"{receiver.url}/hooks/T0KEN-s3cret"
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "create",
-        "secret",
-        "generic",
-        "ops-webhook",
-        f"--from-literal=url={secret_url}",
-    )
+    create_secret(cluster, namespace, "ops-webhook", url=secret_url)
     kubectl(cluster.kubeconfig, "-n", namespace, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
     apply(cluster, namespace, flagset_with_trigger(namespace, prometheus, for_seconds=3))
     wait_ready(cluster, namespace)
@@ -296,16 +288,7 @@ def test_failing_webhook_never_blocks_a_rollback(
     cluster: Cluster, namespace: str, operator: OperatorProcess, receiver: Endpoint
 ) -> None:
     receiver.routes["/hook"] = (500, {"error": "receiver down"})
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "create",
-        "secret",
-        "generic",
-        "ops-webhook",
-        f"--from-literal=url={receiver.url}/hook",
-    )
+    create_secret(cluster, namespace, "ops-webhook", url=f"{receiver.url}/hook")
     deploy_dialog_enabled(
         cluster,
         namespace,

@@ -10,7 +10,7 @@ import pytest
 from flagops import conditions as c
 from flagops.controller import triggers
 from flagops.models.checks import Check, Comparison, InvariantComparison
-from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, FlagStatus, Override
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, FlagStatus, Override, Scenario
 from flagops.models.rollback import (
     CheckPhase,
     CheckResult,
@@ -104,26 +104,64 @@ def test_check_names_from_several_sources_stay_unique() -> None:
 
 def test_single_flag_within_window_proceeds() -> None:
     status = set_status({"A": NOW - datetime.timedelta(minutes=30)})
-    required, why = logic.approval_needed(request(flags=["A"]), SET, status, ["A"], NOW)
+    row, required, why = logic.approval_needed(request(flags=["A"]), SET, status, ["A"], NOW)
+    assert row == Scenario.SINGLE_FLAG_IN_WINDOW
     assert not required and "no approval needed" in why
 
 
 def test_single_flag_after_window_needs_approval() -> None:
     status = set_status({"A": NOW - datetime.timedelta(hours=2)})
-    required, why = logic.approval_needed(request(flags=["A"]), SET, status, ["A"], NOW)
-    assert required and "2h00m ago, more than the 1h00m window" in why
+    row, required, why = logic.approval_needed(request(flags=["A"]), SET, status, ["A"], NOW)
+    assert row == Scenario.SINGLE_FLAG_LATE
+    assert required and "2h00m before the request, more than the 1h00m window" in why
 
 
 def test_multi_flag_needs_approval_and_emergency_skips_it() -> None:
     status = set_status({"A": NOW, "B": NOW})
-    assert logic.approval_needed(request(flags=["A", "B"]), SET, status, ["A", "B"], NOW)[0]
-    assert not logic.approval_needed(request(flags=["A", "B"], emergency=True), SET, status, ["A", "B"], NOW)[
-        0
-    ]
+    assert logic.approval_needed(request(flags=["A", "B"]), SET, status, ["A", "B"], NOW)[:2] == (
+        Scenario.MULTI_FLAG,
+        True,
+    )
+    emergency = request(flags=["A", "B"], emergency=True)
+    assert logic.approval_needed(emergency, SET, status, ["A", "B"], NOW)[:2] == (Scenario.EMERGENCY, False)
+
+
+def test_a_repeated_flag_is_one_flag() -> None:
+    status = set_status({"A": NOW})
+    assert logic.approval_needed(request(flags=["A", "A"]), SET, status, ["A", "A"], NOW)[0] == (
+        Scenario.SINGLE_FLAG_IN_WINDOW
+    )
+
+
+def test_all_is_a_multi_flag_rollback_even_of_a_one_flag_set() -> None:
+    one = FeatureFlagSetSpec.model_validate({"flags": [{"name": "A"}]})
+    row, required, _ = logic.approval_needed(request(all=True), one, set_status({"A": NOW}), ["A"], NOW)
+    assert (row, required) == (Scenario.MULTI_FLAG, True)
+
+
+def test_rules_decide_whether_a_scenario_needs_approval() -> None:
+    strict = FeatureFlagSetSpec.model_validate(
+        {
+            **SET.to_api(),
+            "approval": {
+                "rules": {
+                    "singleFlagInWindow": {"approvalRequired": True},
+                    "multiFlag": {"approvalRequired": False, "initiators": ["group:leads"]},
+                    "emergency": {"approvalRequired": True},
+                }
+            },
+        }
+    )
+    status = set_status({"A": NOW, "B": NOW})
+    assert logic.approval_needed(request(flags=["A"]), strict, status, ["A"], NOW)[1]
+    assert not logic.approval_needed(request(flags=["A", "B"]), strict, status, ["A", "B"], NOW)[1]
+    emergency = request(flags=["A"], emergency=True)
+    assert logic.approval_needed(emergency, strict, status, ["A"], NOW)[1]
 
 
 def test_unknown_last_change_needs_approval() -> None:
-    required, why = logic.approval_needed(request(flags=["A"]), SET, set_status(), ["A"], NOW)
+    row, required, why = logic.approval_needed(request(flags=["A"]), SET, set_status(), ["A"], NOW)
+    assert row == Scenario.SINGLE_FLAG_LATE
     assert required and "unknown" in why
 
 

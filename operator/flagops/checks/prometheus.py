@@ -21,6 +21,7 @@ async def query(
             url,
             params={"query": spec.query},
             headers=headers,
+            allow_redirects=False,  # a redirect would take the token to a host nobody checked
             timeout=aiohttp.ClientTimeout(total=spec.timeout_seconds),
         ) as resp:
             body = await resp.json(content_type=None)
@@ -30,7 +31,7 @@ async def query(
         ) from err
     if not isinstance(body, dict) or body.get("status") != "success":
         error = body.get("error") if isinstance(body, dict) else None
-        raise ProbeError(f"Prometheus rejected the query: {error or 'no error given'}")
+        raise ProbeError(f"Prometheus rejected the query: {str(error or 'no error given')[:200]}")
     data = body.get("data") or {}
     result = data.get("result")
     if data.get("resultType") == "scalar" and isinstance(result, list):

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from flagops import conditions as c
 from flagops import kube, metrics
-from flagops.checks import ProbeError
+from flagops.checks import ProbeError, Refused
 from flagops.checks import http as http_probe
 from flagops.checks import job as job_probe
 from flagops.controller.events import EventRecorder
@@ -38,6 +38,7 @@ from flagops.models.rollback import (
 from flagops.notify import Notifier
 from flagops.reconcile import flagset as fs
 from flagops.reconcile import rollback as logic
+from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,10 @@ ROLLBACKS = kube.Resource("flagops.io", "v1alpha1", "rollbackrequests")
 ROLLOUT_RECHECK_SECONDS = 2.0
 
 Clock = Callable[[], datetime.datetime]
+
+
+def created(body: dict[str, Any]) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
 
 class Failure(Exception):
@@ -66,6 +71,7 @@ class RollbackReconciler:
         *,
         enqueue_set: Callable[[str, str], None],
         notifier: Notifier,
+        targets: TargetPolicy,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
@@ -74,7 +80,7 @@ class RollbackReconciler:
         self._flagsets = flagsets
         self._enqueue_set = enqueue_set
         self._clock = clock
-        self.prober = http_probe.Prober()
+        self.prober = http_probe.Prober(targets)
         # Latest bodies seen on the watch, to answer "is this override still held?" cheaply.
         self.cache: dict[tuple[str, str], dict[str, Any]] = {}
         # Workloads a request waits on: (namespace, kind, name) -> request names.
@@ -150,8 +156,10 @@ class RollbackReconciler:
         if result.error:
             raise Failure(c.UNKNOWN_FLAG, result.error)
         flags, _ = logic.requested_flags(spec, set_spec)
-        required, why = logic.approval_needed(spec, set_spec, set_status, flags, now)
-        plan = result.plan.model_copy(update={"approval_required": required, "approval_reason": why})
+        scenario, required, why = logic.approval_needed(spec, set_spec, set_status, flags, created(body))
+        plan = result.plan.model_copy(
+            update={"scenario": scenario, "approval_required": required, "approval_reason": why}
+        )
         summary = "all" if spec.all else ",".join(flags) if len(flags) <= 3 else f"{len(flags)} flags"
         status = status.model_copy(update={"plan": plan, "started_at": now, "flags_summary": summary})
         if spec.dry_run:
@@ -209,6 +217,8 @@ class RollbackReconciler:
             if check.invariant is not None:
                 try:
                     baseline = await self.prober.read_value(check.invariant.http)
+                except Refused as err:
+                    raise Failure(err.reason, f"check {check.name}: {err}; nothing was changed") from err
                 except ProbeError as err:
                     raise Failure(
                         c.BASELINE_UNAVAILABLE,
@@ -289,11 +299,13 @@ class RollbackReconciler:
         failed = [r for r in results if r.phase == CheckPhase.FAILED]
         if failed:
             detail = "; ".join(f"check {r.name} failed: {r.message}" for r in failed)
+            # Refused checks (a target or Secret not allowed) name that reason; anything else fails checks.
+            reasons = {r.reason or c.CHECK_FAILED for r in failed}
             return await self._finish(
                 body,
                 status,
                 Phase.FAILED,
-                c.CHECK_FAILED,
+                reasons.pop() if len(reasons) == 1 else c.CHECK_FAILED,
                 f"{detail}. The flags stay rolled back; investigate before release",
             )
         if all(r.phase == CheckPhase.PASSED for r in results):
@@ -488,31 +500,32 @@ class RollbackReconciler:
 
     async def _measure(self, body: dict[str, Any], check: Check, result: CheckResult) -> Measurement | None:
         now = self._clock()
-        if check.http is not None:
-            value, passed, message = await self.prober.measure(check.http)
-            return Measurement(at=now, value=value, passed=passed, message=message)
-        if check.invariant is not None:
-            try:
+        try:
+            if check.http is not None:
+                value, passed, message = await self.prober.measure(check.http)
+                return Measurement(at=now, value=value, passed=passed, message=message)
+            if check.invariant is not None:
                 value = await self.prober.read_value(check.invariant.http)
-            except ProbeError as err:
-                return Measurement(at=now, passed=False, message=str(err))
-            ok, message = logic.compare_invariant(
-                check.invariant.comparison, result.baseline or "null", value
-            )
-            return Measurement(at=now, value=value, passed=ok, message=message)
-        if check.prometheus is not None:
-            ref = check.prometheus.bearer_token_secret_ref
-            token = (
-                await self._kube.secret_value(body["metadata"]["namespace"], ref.name, ref.key)
-                if ref
-                else None
-            )
-            try:
+                ok, message = logic.compare_invariant(
+                    check.invariant.comparison, result.baseline or "null", value
+                )
+                return Measurement(at=now, value=value, passed=ok, message=message)
+            if check.prometheus is not None:
+                ref = check.prometheus.bearer_token_secret_ref
+                token = (
+                    await self._kube.secret_value(body["metadata"]["namespace"], ref.name, ref.key)
+                    if ref
+                    else None
+                )
                 values = await self.prober.query(check.prometheus, token)
-            except ProbeError as err:
-                return Measurement(at=now, passed=False, message=str(err))
-            observed, verdict, message = logic.judge_query(check.prometheus, values)
-            return Measurement(at=now, value=observed, passed=verdict, message=message)
+                observed, verdict, message = logic.judge_query(check.prometheus, values)
+                return Measurement(at=now, value=observed, passed=verdict, message=message)
+        except kube.SecretNotUsable as err:
+            return Measurement(at=now, passed=False, message=str(err), refused=c.SECRET_NOT_USABLE)
+        except Refused as err:
+            return Measurement(at=now, passed=False, message=str(err), refused=err.reason)
+        except ProbeError as err:
+            return Measurement(at=now, passed=False, message=str(err))
         assert check.job is not None
         name = job_probe.job_name(body["metadata"]["name"], check.name)
         observed, job_passed, message = await job_probe.measure(
@@ -566,10 +579,9 @@ class RollbackReconciler:
         now = self._clock()
         meta = body["metadata"]
         generation = int(meta.get("generation", 0))
-        created = datetime.datetime.fromisoformat(meta["creationTimestamp"].replace("Z", "+00:00"))
         detected = (body.get("spec") or {}).get("detectedAt")
         detected_at = datetime.datetime.fromisoformat(detected.replace("Z", "+00:00")) if detected else None
-        durations, seconds = logic.timings(status, created, detected_at)
+        durations, seconds = logic.timings(status, created(body), detected_at)
         previous_phase = status.phase
         status = status.model_copy(
             update={

@@ -21,6 +21,7 @@ from flagops.controller.rollbacks import RollbackReconciler
 from flagops.controller.triggers import TriggerEvaluator
 from flagops.models.flagset import Override
 from flagops.notify import Notifier
+from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class WorkloadIndex:
 
 
 class Controller:
-    def __init__(self, client: kube.Kube, *, workers: int = 4) -> None:
+    def __init__(self, client: kube.Kube, *, targets: TargetPolicy, workers: int = 4) -> None:
         self.kube = client
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(client)
@@ -72,6 +73,7 @@ class Controller:
             self.flagsets,
             enqueue_set=lambda namespace, name: self.enqueue(Key("FeatureFlagSet", namespace, name)),
             notifier=self.notifier,
+            targets=targets,
         )
         self.triggers = TriggerEvaluator(
             client, self.events, self.flagsets, self.rollbacks.prober, self.notifier

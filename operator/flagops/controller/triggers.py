@@ -109,7 +109,8 @@ class TriggerEvaluator:
         try:
             token = await self._kube.secret_value(namespace, ref.name, ref.key) if ref else None
             values = await self._prober.query(trigger.prometheus, token)
-        except ProbeError as err:
+        except (ProbeError, kube.SecretNotUsable) as err:
+            # A refused target or Secret is an Error too: the trigger cannot fire until it is fixed.
             return TriggerStatus(
                 **base, state=ERROR, since=since if state == ERROR else now, message=str(err)
             )

@@ -128,6 +128,63 @@ class RolloutPolicy(Model):
     )
 
 
+class Scenario(StrEnum):
+    """The rows of the plan's authority matrix; a request falls in exactly one."""
+
+    SINGLE_FLAG_IN_WINDOW = "SingleFlagInWindow"
+    SINGLE_FLAG_LATE = "SingleFlagLate"
+    MULTI_FLAG = "MultiFlag"
+    EMERGENCY = "Emergency"
+
+    @property
+    def needs_approval_by_default(self) -> bool:
+        return self in (Scenario.SINGLE_FLAG_LATE, Scenario.MULTI_FLAG)
+
+
+PRINCIPALS_DESCRIPTION = "users (system:serviceaccount:NS:NAME for a ServiceAccount), or groups as group:NAME"
+
+
+class ScenarioRule(Model):
+    initiators: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description=f"Who may create a RollbackRequest in this scenario: {PRINCIPALS_DESCRIPTION}. "
+        "Empty: anyone who may create RollbackRequests. Enforced at admission; flagops' own triggers "
+        "are always allowed.",
+    )
+    approvers: list[str] = Field(
+        default_factory=list,
+        max_length=32,
+        description=f"Who may approve in this scenario: {PRINCIPALS_DESCRIPTION}. "
+        "Empty: approval.approvers. Enforced at admission.",
+    )
+    approval_required: bool | None = Field(
+        default=None,
+        description="Whether a request of this scenario waits for spec.approved. Default: true for "
+        "singleFlagLate and multiFlag, false for singleFlagInWindow and emergency.",
+    )
+
+
+class ApprovalRules(Model):
+    single_flag_in_window: ScenarioRule | None = Field(
+        default=None, description="One flag, within windowSeconds of its last change."
+    )
+    single_flag_late: ScenarioRule | None = Field(
+        default=None, description="One flag, later than windowSeconds after its last change."
+    )
+    multi_flag: ScenarioRule | None = Field(default=None, description="Several flags, or all: true.")
+    emergency: ScenarioRule | None = Field(default=None, description="emergency: true, any flags.")
+
+    def rule(self, scenario: Scenario) -> ScenarioRule:
+        found = {
+            Scenario.SINGLE_FLAG_IN_WINDOW: self.single_flag_in_window,
+            Scenario.SINGLE_FLAG_LATE: self.single_flag_late,
+            Scenario.MULTI_FLAG: self.multi_flag,
+            Scenario.EMERGENCY: self.emergency,
+        }[scenario]
+        return found or ScenarioRule()
+
+
 class ApprovalPolicy(Model):
     window_seconds: int = Field(
         default=3600,
@@ -139,7 +196,13 @@ class ApprovalPolicy(Model):
     approvers: list[str] = Field(
         default_factory=list,
         max_length=32,
-        description="Users, or groups as group:NAME, whose approval counts (enforced at admission).",
+        description="Users, or groups as group:NAME, whose approval counts (enforced at admission), "
+        "in every scenario whose rule names no approvers.",
+    )
+    rules: ApprovalRules = Field(
+        default_factory=ApprovalRules,
+        description="The authority matrix, per scenario: who may initiate, who may approve, and "
+        "whether approval is required.",
     )
 
 

@@ -17,7 +17,7 @@ from flagops.models.common import (
     ObjectName,
     cel,
 )
-from flagops.models.flagset import MAX_FLAGS, WorkloadKind
+from flagops.models.flagset import MAX_FLAGS, Scenario, WorkloadKind
 
 IMMUTABLE = (
     "spec is immutable once created (only approved, abort and release may change); create a new request"
@@ -169,6 +169,10 @@ class Plan(Model):
     )
     workloads: list[PlannedWorkload] = Field(default_factory=list, description="Workloads that restart.")
     checks: list[PlannedCheck] = Field(default_factory=list, description="Checks run after the restarts.")
+    scenario: Scenario | None = Field(
+        default=None,
+        description="The authority matrix's row: SingleFlagInWindow, SingleFlagLate, MultiFlag or Emergency.",
+    )
     approval_required: bool = Field(
         default=False, description="Whether the approval policy asks for approval."
     )
@@ -180,6 +184,11 @@ class Measurement(Model):
     value: str = Field(default="", description="What was observed.")
     passed: bool | None = Field(default=None, description="Whether it passed; empty when inconclusive.")
     message: str = Field(default="", description="Details.")
+    refused: str | None = Field(
+        default=None,
+        description="Why no measurement could be taken at all (TargetNotAllowed, SecretNotUsable); "
+        "it fails the check at once.",
+    )
 
 
 class CheckPhase(StrEnum):
@@ -207,6 +216,9 @@ class CheckResult(Model):
     started_at: datetime.datetime | None = Field(default=None, description="When the check started.")
     next_at: datetime.datetime | None = Field(default=None, description="When the next measurement is due.")
     completed_at: datetime.datetime | None = Field(default=None, description="When it passed or failed.")
+    reason: str | None = Field(
+        default=None, description="Why it failed without measuring: TargetNotAllowed or SecretNotUsable."
+    )
     message: str = Field(default="", description="Outcome, in words.")
 
     @property

@@ -18,7 +18,13 @@ from flagops.models.checks import (
     PrometheusCheck,
 )
 from flagops.models.common import Condition, ConditionStatus
-from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, Override, RolloutStrategy
+from flagops.models.flagset import (
+    FeatureFlagSetSpec,
+    FeatureFlagSetStatus,
+    Override,
+    RolloutStrategy,
+    Scenario,
+)
 from flagops.models.rollback import (
     CheckPhase,
     CheckResult,
@@ -152,35 +158,53 @@ def gather_checks(
 # -- the authority matrix --------------------------------------------------------------------
 
 
+def scenario(
+    spec: RollbackRequestSpec,
+    set_status: FeatureFlagSetStatus,
+    flags: list[str],
+    window_seconds: int,
+    created: datetime.datetime,
+) -> tuple[Scenario, str]:
+    """The authority matrix's row for a request, and why. The admission policy computes the same
+    row in CEL (charts/flagops/templates/approval-policy.yaml) to check who initiates."""
+    if spec.emergency:
+        return Scenario.EMERGENCY, "emergency rollback"
+    if spec.all or len(set(flags)) > 1:
+        what = "all flags" if spec.all else f"{len(set(flags))} flags"
+        return Scenario.MULTI_FLAG, f"rollback of {what}"
+    changed = {f.name: f.last_changed_at for f in set_status.flags}.get(flags[0])
+    if changed is None:
+        return Scenario.SINGLE_FLAG_LATE, f"when {flags[0]} last changed is unknown"
+    age = (created - changed).total_seconds()
+    if age <= window_seconds:
+        return (
+            Scenario.SINGLE_FLAG_IN_WINDOW,
+            f"single flag within {format_duration(window_seconds)} of its last change "
+            f"({format_duration(age)} before the request)",
+        )
+    return (
+        Scenario.SINGLE_FLAG_LATE,
+        f"{flags[0]} last changed {format_duration(age)} before the request, more than the "
+        f"{format_duration(window_seconds)} window",
+    )
+
+
 def approval_needed(
     spec: RollbackRequestSpec,
     set_spec: FeatureFlagSetSpec,
     set_status: FeatureFlagSetStatus,
     flags: list[str],
-    now: datetime.datetime,
-) -> tuple[bool, str]:
-    """The plan's authority matrix: (approval required, why)."""
-    if spec.emergency:
-        return False, "emergency rollback: the approval gate is skipped; the rollback is still validated"
-    if len(flags) != 1:
-        return (
-            True,
-            f"rollback of {len(flags)} flags: a multi-flag rollback needs approval (spec.approved: true)",
-        )
-    window = set_spec.approval.window_seconds
-    changed = {f.name: f.last_changed_at for f in set_status.flags}.get(flags[0])
-    if changed is None:
-        return True, f"when {flags[0]} last changed is unknown: approval needed (spec.approved: true)"
-    age = (now - changed).total_seconds()
-    if age <= window:
-        return False, (
-            f"single flag within {format_duration(window)} of its last change "
-            f"({format_duration(age)} ago): no approval needed"
-        )
-    return True, (
-        f"{flags[0]} last changed {format_duration(age)} ago, more than the {format_duration(window)} "
-        "window: approval needed (spec.approved: true)"
-    )
+    created: datetime.datetime,
+) -> tuple[Scenario, bool, str]:
+    """The plan's authority matrix: (scenario, approval required, why)."""
+    row, why = scenario(spec, set_status, flags, set_spec.approval.window_seconds, created)
+    rule = set_spec.approval.rules.rule(row)
+    required = row.needs_approval_by_default if rule.approval_required is None else rule.approval_required
+    if required:
+        return row, True, f"{why}: approval needed (spec.approved: true)"
+    if row == Scenario.EMERGENCY:
+        return row, False, f"{why}: the approval gate is skipped; the rollback is still validated"
+    return row, False, f"{why}: no approval needed"
 
 
 # -- checks ----------------------------------------------------------------------------------
@@ -248,6 +272,15 @@ def record(
             "failures": failures,
             "message": measurement.message,
         }
+        if measurement.refused is not None:
+            update |= {
+                "phase": CheckPhase.FAILED,
+                "completed_at": now,
+                "next_at": None,
+                "reason": measurement.refused,
+                "message": f"refused ({measurement.refused}): {measurement.message}",
+            }
+            return result.model_copy(update=update)
         if successes >= check.successes:
             update |= {
                 "phase": CheckPhase.PASSED,
@@ -289,6 +322,15 @@ def compares(comparison: Comparison, value: float, threshold: float) -> bool:
     return value == threshold
 
 
+# The longest value status shows of what a check observed.
+MAX_VALUE = 256
+
+
+def clip(text: str, limit: int = MAX_VALUE) -> str:
+    """Status shows what a check extracted, never more than a line of it."""
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def judge_query(check: PrometheusCheck, values: list[float]) -> tuple[str, bool | None, str]:
     """(observed, passed, message) for a prometheus check's values; None when inconclusive."""
     threshold = float(check.threshold)
@@ -299,7 +341,7 @@ def judge_query(check: PrometheusCheck, values: list[float]) -> tuple[str, bool 
             case OnEmpty.FAIL:
                 return "empty", False, "empty result: fails (onEmpty: Fail)"
         return "empty", None, "empty result: waiting (onEmpty: Wait)"
-    shown = ", ".join(f"{v:g}" for v in values)
+    shown = clip(", ".join(f"{v:g}" for v in values))
     ok = all(compares(check.comparison, v, threshold) for v in values)
     return shown, ok, f"{shown} {'' if ok else 'not '}{check.comparison} {check.threshold}"
 

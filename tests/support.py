@@ -76,6 +76,7 @@ class Endpoint:
     def __init__(self) -> None:
         self.routes: dict[str, tuple[int, Any]] = {}
         self.hits: list[str] = []
+        self.authorizations: list[str] = []  # every Authorization header received
         self.posts: list[tuple[str, Any]] = []
         self.delays: dict[str, float] = {}
         endpoint = self
@@ -83,6 +84,8 @@ class Endpoint:
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 endpoint.hits.append(self.path)
+                if self.headers.get("Authorization"):
+                    endpoint.authorizations.append(self.headers["Authorization"])
                 time.sleep(endpoint.delays.get(self.path, 0))
                 status, body = endpoint.routes.get(self.path, (404, {"error": "no such route"}))
                 payload = json.dumps(body).encode()

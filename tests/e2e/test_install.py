@@ -163,11 +163,35 @@ def test_operator_runs_the_scenario_under_its_own_serviceaccount(
         set_flag(cluster, namespace, 0, True)
         wait_until("the flag served", lambda: served(cluster, namespace, DIALOG) == "true")
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+        # The example set's authority matrix has on-call initiate this one (see test_security.py);
+        # its smoke-test Job needs the right to create Jobs.
         kubectl(
             cluster.kubeconfig,
             "-n",
             namespace,
-            "apply",
+            "create",
+            "role",
+            "oncall",
+            "--verb=get,create",
+            "--resource=rollbackrequests.flagops.io,jobs.batch",
+        )
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "create",
+            "rolebinding",
+            "oncall",
+            "--role=oncall",
+            "--group=ep21-oncall",
+        )
+        kubectl(
+            cluster.kubeconfig,
+            "--as=carol",
+            "--as-group=ep21-oncall",
+            "-n",
+            namespace,
+            "create",
             "-f",
             str(REPO / "examples/epic21/rollback-21-01a.yaml"),
         )
@@ -286,7 +310,7 @@ def test_only_listed_approvers_can_approve_and_are_recorded(
     lead = f"system:serviceaccount:{namespace}:lead"
     oncall = f"system:serviceaccount:{namespace}:oncall"
     grant_rollback_patch(cluster, namespace, "lead", "oncall")
-    deploy_dialog_enabled(cluster, namespace, approval={"approvers": [lead]})
+    deploy_dialog_enabled(cluster, namespace, approval={"approvers": [lead], "rules": {}})
     body = {
         "apiVersion": "flagops.io/v1alpha1",
         "kind": "RollbackRequest",
@@ -300,7 +324,7 @@ def test_only_listed_approvers_can_approve_and_are_recorded(
     oncall_config = serviceaccount_config(cluster, namespace, "oncall", tmp_path / "oncall")
     with pytest.raises(KubectlError) as err:
         approve(oncall_config, namespace, oncall)
-    assert f"{oncall} may not approve rollbacks of FeatureFlagSet epic21" in err.value.stderr
+    assert f"{oncall} may not approve MultiFlag rollbacks of FeatureFlagSet epic21" in err.value.stderr
     with pytest.raises(KubectlError) as err:
         approve(lead_config, namespace, None)
     assert "approving needs spec.approvedBy set to your own user name" in err.value.stderr

@@ -66,6 +66,9 @@ def test_loopback_is_allowed_only_when_named_by_address_and_port() -> None:
     policy = TargetPolicy.parse(["127.0.0.1:8080"])
     assert policy.decide("127.0.0.1", 8080, ["127.0.0.1"]) is None
     refused = policy.decide("127.0.0.1", 8081, ["127.0.0.1"])
+    assert refused is not None and "not in --allowed-targets (127.0.0.1:8080)" in refused
+    # Allowed by name is not enough for a loopback address: only by address or network.
+    refused = TargetPolicy.parse(["localhost"]).decide("localhost", 80, ["127.0.0.1"])
     assert refused is not None and "loopback" in refused
     assert TargetPolicy.parse(["[::1]:9090"]).decide("::1", 9090, ["::1"]) is None
 

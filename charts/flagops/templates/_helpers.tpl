@@ -43,3 +43,31 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [events]
   verbs: [create]
 {{- end }}
+
+{{/* CEL for the delegation policy: the Secret uses ([name, key, destination]) of an object. */}}
+{{- define "flagops.secretUses" -}}
+{{- $o := . -}}
+(request.resource.resource == 'featureflagsets'
+  ? {{ $o }}.spec.?flags.orValue([]).map(f,
+      f.?checks.orValue([])
+        .filter(c, has(c.prometheus) && has(c.prometheus.bearerTokenSecretRef))
+        .map(c, [c.prometheus.bearerTokenSecretRef.name, c.prometheus.bearerTokenSecretRef.key, c.prometheus.server])
+      + f.?triggers.orValue([])
+        .filter(t, has(t.prometheus.bearerTokenSecretRef))
+        .map(t, [t.prometheus.bearerTokenSecretRef.name, t.prometheus.bearerTokenSecretRef.key, t.prometheus.server])
+    ).flatten(1)
+    + {{ $o }}.spec.?notifications.?webhook.?urlSecretRef
+        .optMap(r, [[string(r.name), string(r.key), 'webhook']]).orValue([])
+  : {{ $o }}.spec.?checks.orValue([])
+      .filter(c, has(c.prometheus) && has(c.prometheus.bearerTokenSecretRef))
+      .map(c, [c.prometheus.bearerTokenSecretRef.name, c.prometheus.bearerTokenSecretRef.key, c.prometheus.server]))
+{{- end -}}
+
+{{/* CEL: the Job specs of an object's job checks. */}}
+{{- define "flagops.jobSpecs" -}}
+{{- $o := . -}}
+(request.resource.resource == 'featureflagsets'
+  ? {{ $o }}.spec.?flags.orValue([]).map(f,
+      f.?checks.orValue([]).filter(c, has(c.job)).map(c, c.job.template)).flatten(1)
+  : {{ $o }}.spec.?checks.orValue([]).filter(c, has(c.job)).map(c, c.job.template))
+{{- end -}}

@@ -144,15 +144,15 @@ class TargetPolicy:
         by_host = any(rule.covers_host(host) for rule in matching)
         for ip in ips:
             by_address = any(rule.covers_address(ip) for rule in matching)
+            if self.allowed and not (by_host or by_address):
+                listed = ", ".join(rule.text for rule in self.allowed)
+                return f"{target} ({ip}) is not in --allowed-targets ({listed})"
             why = special(ip)
             if why is not None and not by_address:
                 return (
                     f"{target} resolves to {ip}, {why}; refused unless --allowed-targets names that "
                     "address or its network"
                 )
-            if self.allowed and not (by_host or by_address):
-                listed = ", ".join(rule.text for rule in self.allowed)
-                return f"{target} ({ip}) is not in --allowed-targets ({listed})"
         return None
 
     def _is_api_server(self, host: str, port: int, ips: list[Address]) -> bool:

@@ -114,6 +114,14 @@ class OperatorProcess:
                 preexec_fn=devcluster.die_with_parent,  # noqa: PLW1509 - no threads at this point
             )
 
+    def wait_started(self, timeout: float = 30) -> None:
+        """Until it watches: a SIGTERM before then would find Python's default handler."""
+        wait_until(
+            "the operator started",
+            lambda: "flagops operator started" in self.log.read_text(errors="replace"),
+            timeout=timeout,
+        )
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int | None:
         if self.proc is None:
             return None
@@ -151,6 +159,7 @@ def operator(
     )
     op.start()
     try:
+        op.wait_started()
         yield op
     finally:
         code = op.stop()

@@ -202,7 +202,7 @@ def test_multi_flag_rollback_waits_for_approval(
     waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
     approved = condition(waiting, "Approved")
     assert approved is not None and approved["status"] == "False" and approved["reason"] == "AwaitingApproval"
-    assert "multi-flag rollback needs approval" in waiting["status"]["message"]
+    assert waiting["status"]["message"] == "MultiFlag, 2 flags: approval needed (spec.approved: true)"
     assert served(cluster, namespace, DIALOG) == "true", "nothing changes before approval"
 
     patch_rollback(cluster, namespace, "rb", approved=True, approvedBy="flagops-admin")
@@ -217,7 +217,8 @@ def test_single_flag_outside_the_window_needs_approval(
     deploy_dialog_enabled(cluster, namespace, approval={"windowSeconds": 0})
     rollback(cluster, namespace, "rb", flags=[DIALOG])
     waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
-    assert "more than the 0.0s window" in waiting["status"]["message"]
+    assert "SingleFlagLate, USE_NEW_DIALOG_CONTEXT_REPO last changed" in waiting["status"]["message"]
+    assert "(window 0.0s): approval needed" in waiting["status"]["message"]
 
 
 def test_emergency_rollback_of_all_flags_skips_approval(

@@ -113,7 +113,10 @@ def test_single_flag_after_window_needs_approval() -> None:
     status = set_status({"A": NOW - datetime.timedelta(hours=2)})
     row, required, why = logic.approval_needed(request(flags=["A"]), SET, status, ["A"], NOW)
     assert row == Scenario.SINGLE_FLAG_LATE
-    assert required and "2h00m before the request, more than the 1h00m window" in why
+    assert required and why == (
+        "SingleFlagLate, A last changed 2h00m before the request (window 1h00m): "
+        "approval needed (spec.approved: true)"
+    )
 
 
 def test_multi_flag_needs_approval_and_emergency_skips_it() -> None:

@@ -10,6 +10,7 @@ from flagops import kube
 from flagops.reconcile.flagset import MANAGED_BY, owner_reference
 
 LOG_LINES = 10
+JOB_GRACE_SECONDS = 10
 
 
 def job_name(rollback: str, check: str) -> str:
@@ -26,8 +27,10 @@ def job_manifest(
 ) -> dict[str, Any]:
     meta = rollback["metadata"]
     spec = copy.deepcopy(template)
-    # The Job may not outlive the check: the API server enforces what the check would give up on.
-    spec["activeDeadlineSeconds"] = min(int(spec.get("activeDeadlineSeconds") or deadline), deadline)
+    # The Job may not outlive the check by more than a grace period; the check's own deadline,
+    # measured by flagops, decides first, so a hanging Job always reads as a missed deadline.
+    limit = deadline + JOB_GRACE_SECONDS
+    spec["activeDeadlineSeconds"] = min(int(spec.get("activeDeadlineSeconds") or limit), limit)
     spec.setdefault("backoffLimit", 0)
     return {
         "apiVersion": "batch/v1",

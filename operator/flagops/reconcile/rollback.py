@@ -168,25 +168,16 @@ def scenario(
     """The authority matrix's row for a request, and why. The admission policy computes the same
     row in CEL (charts/flagops/templates/approval-policy.yaml) to check who initiates."""
     if spec.emergency:
-        return Scenario.EMERGENCY, "emergency rollback"
+        return Scenario.EMERGENCY, "emergency: true"
     if spec.all or len(set(flags)) > 1:
-        what = "all flags" if spec.all else f"{len(set(flags))} flags"
-        return Scenario.MULTI_FLAG, f"rollback of {what}"
+        return Scenario.MULTI_FLAG, "all flags" if spec.all else f"{len(set(flags))} flags"
+    window = f"window {format_duration(window_seconds)}"
     changed = {f.name: f.last_changed_at for f in set_status.flags}.get(flags[0])
     if changed is None:
-        return Scenario.SINGLE_FLAG_LATE, f"when {flags[0]} last changed is unknown"
+        return Scenario.SINGLE_FLAG_LATE, f"when {flags[0]} last changed is unknown ({window})"
     age = (created - changed).total_seconds()
-    if age <= window_seconds:
-        return (
-            Scenario.SINGLE_FLAG_IN_WINDOW,
-            f"single flag within {format_duration(window_seconds)} of its last change "
-            f"({format_duration(age)} before the request)",
-        )
-    return (
-        Scenario.SINGLE_FLAG_LATE,
-        f"{flags[0]} last changed {format_duration(age)} before the request, more than the "
-        f"{format_duration(window_seconds)} window",
-    )
+    row = Scenario.SINGLE_FLAG_IN_WINDOW if age <= window_seconds else Scenario.SINGLE_FLAG_LATE
+    return row, f"{flags[0]} last changed {format_duration(age)} before the request ({window})"
 
 
 def approval_needed(
@@ -201,10 +192,14 @@ def approval_needed(
     rule = set_spec.approval.rules.rule(row)
     required = row.needs_approval_by_default if rule.approval_required is None else rule.approval_required
     if required:
-        return row, True, f"{why}: approval needed (spec.approved: true)"
+        return row, True, f"{row}, {why}: approval needed (spec.approved: true)"
     if row == Scenario.EMERGENCY:
-        return row, False, f"{why}: the approval gate is skipped; the rollback is still validated"
-    return row, False, f"{why}: no approval needed"
+        return (
+            row,
+            False,
+            f"{row}: the approval gate is skipped for an emergency rollback; it is still validated",
+        )
+    return row, False, f"{row}, {why}: no approval needed"
 
 
 # -- checks ----------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ def test_manifests_are_rendered_from_the_chart() -> None:
         [],
         ["--set", "watchNamespaces={team-a,team-b}"],
         ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true"],
+        ["--set", "allowedTargets={10.0.0.0/8,*.monitoring.svc:9090}"],
     ],
 )
 def test_chart_lints_and_renders(values: list[str]) -> None:
@@ -101,6 +102,12 @@ def test_chart_lints_and_renders(values: list[str]) -> None:
         assert "--namespace=team-a" in rendered
     if "serviceMonitor" in " ".join(values):
         assert "ServiceMonitor" in kinds and "PrometheusRule" in kinds
+    if "allowedTargets" in " ".join(values):
+        assert "- --allowed-targets=10.0.0.0/8\n" in rendered
+        assert "- --allowed-targets=*.monitoring.svc:9090\n" in rendered
+    else:
+        assert "--allowed-targets" not in rendered
+    assert kinds.count("ValidatingAdmissionPolicy") == 2
 
 
 def test_server_side_dry_run_and_restricted_pod_security(cluster: Cluster, installed: None) -> None:

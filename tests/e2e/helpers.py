@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,33 @@ def deploy_dialog_enabled(cluster: Cluster, namespace: str, **spec: Any) -> dict
         flagset["spec"][key] = {**current, **value} if isinstance(current, dict) else value
     apply(cluster, namespace, flagset)
     return wait_ready(cluster, namespace)
+
+
+def role(cluster: Cluster, namespace: str, name: str, *rules: tuple[str, str]) -> None:
+    """A Role of (verbs, resource) rules."""
+    for verbs, resource in rules:
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "create",
+            "role",
+            f"{name}-{resource.split('.')[0].replace('/', '-')}",
+            f"--verb={verbs}",
+            f"--resource={resource}",
+        )
+
+
+def bind(cluster: Cluster, namespace: str, role_name: str, subject: str) -> None:
+    """Bind a Role to one --serviceaccount=NS:NAME or --group=NAME."""
+    suffix = re.sub(r"[^a-z0-9]+", "-", subject.split("=", 1)[1].lower()).strip("-")
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "create",
+        "rolebinding",
+        f"{role_name}-{suffix}"[:63],
+        f"--role={role_name}",
+        subject,
+    )

@@ -18,9 +18,11 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    bind,
     deploy_dialog_enabled,
     deployments_settled,
     get_set,
+    role,
     served,
     set_flag,
     wait_phase,
@@ -172,26 +174,15 @@ def test_operator_runs_the_scenario_under_its_own_serviceaccount(
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
         # The example set's authority matrix has on-call initiate this one (see test_security.py);
         # its smoke-test Job needs the right to create Jobs.
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
+        role(
+            cluster,
             namespace,
-            "create",
-            "role",
             "oncall",
-            "--verb=get,create",
-            "--resource=rollbackrequests.flagops.io,jobs.batch",
+            ("get,create", "rollbackrequests.flagops.io"),
+            ("create", "jobs.batch"),
         )
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "create",
-            "rolebinding",
-            "oncall",
-            "--role=oncall",
-            "--group=ep21-oncall",
-        )
+        for name in ("oncall-rollbackrequests", "oncall-jobs"):
+            bind(cluster, namespace, name, "--group=ep21-oncall")
         kubectl(
             cluster.kubeconfig,
             "--as=carol",

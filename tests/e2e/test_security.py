@@ -8,7 +8,6 @@ the plan's roles (groups) through impersonation, so the API server's own RBAC an
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,12 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,
     apply,
+    bind,
     condition,
     create_secret,
     deploy_dialog_enabled,
     get_set,
+    role,
     wait_phase,
     wait_terminal,
 )
@@ -100,36 +101,6 @@ def job_check(service_account: str | None = None) -> dict[str, Any]:
     if service_account:
         pod["serviceAccountName"] = service_account
     return {"name": "smoke", "job": {"template": {"template": {"spec": pod}}}}
-
-
-def role(cluster: Cluster, namespace: str, name: str, *rules: tuple[str, str]) -> None:
-    """A Role of (verbs, resource) rules."""
-    for verbs, resource in rules:
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "create",
-            "role",
-            f"{name}-{resource.split('.')[0].replace('/', '-')}",
-            f"--verb={verbs}",
-            f"--resource={resource}",
-        )
-
-
-def bind(cluster: Cluster, namespace: str, role_name: str, subject: str) -> None:
-    """Bind a Role to one --serviceaccount=NS:NAME or --group=NAME."""
-    suffix = re.sub(r"[^a-z0-9]+", "-", subject.split("=", 1)[1].lower()).strip("-")
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "create",
-        "rolebinding",
-        f"{role_name}-{suffix}"[:63],
-        f"--role={role_name}",
-        subject,
-    )
 
 
 def flag_editor(cluster: Cluster, namespace: str, account: str, tmp_path: Path) -> Path:
@@ -233,32 +204,15 @@ def test_an_unchanged_reference_needs_no_secret_access_but_a_new_destination_doe
     )
     admitted(cluster.kubeconfig, namespace, guarded)  # the admin may read db-creds
 
+    def replace(path: str, value: Any) -> None:
+        patch = json.dumps([{"op": "replace", "path": path, "value": value}])
+        kubectl(oncall, "-n", namespace, "patch", "ffs", "guarded", "--type=json", "-p", patch)
+
     # On-call flips the flag: the reference is unchanged, so no Secret access is needed.
-    kubectl(
-        oncall,
-        "-n",
-        namespace,
-        "patch",
-        "ffs",
-        "guarded",
-        "--type=json",
-        "-p",
-        '[{"op":"replace","path":"/spec/flags/0/enabled","value":false}]',
-    )
+    replace("/spec/flags/0/enabled", False)
     # Pointing the same Secret at another server is a new use of it.
     with pytest.raises(KubectlError) as err:
-        kubectl(
-            oncall,
-            "-n",
-            namespace,
-            "patch",
-            "ffs",
-            "guarded",
-            "--type=json",
-            "-p",
-            '[{"op":"replace","path":"/spec/flags/0/checks/0/prometheus/server",'
-            '"value":"http://127.0.0.1:9/"}]',
-        )
+        replace("/spec/flags/0/checks/0/prometheus/server", "http://127.0.0.1:9/")
     assert "may not get Secret db-creds" in err.value.stderr
 
 

@@ -14,7 +14,7 @@ import kopf
 
 from flagops import crdgen, handlers, kube, metrics
 from flagops.controller.leader import LeaderElector, LeadershipLost
-from flagops.controller.runtime import Controller
+from flagops.controller.runtime import Controller, Settings
 from flagops.reconcile.targets import AllowedTarget, TargetPolicy
 
 logger = logging.getLogger("flagops")
@@ -68,7 +68,13 @@ async def _operate(args: argparse.Namespace) -> int:
             await elector.acquire()
             leading = True
             tasks["lease"] = asyncio.create_task(elector.hold(), name="flagops-lease")
-        controller = Controller(client, workers=args.workers, targets=await _target_policy(client, args))
+        settings = Settings(
+            targets=await _target_policy(client, args),
+            workers=args.workers,
+            namespaces=tuple(args.namespace),
+            resync_seconds=args.resync_seconds,
+        )
+        controller = Controller(client, settings)
         registry = kopf.OperatorRegistry()
         handlers.register(registry, controller)
         namespaced = bool(args.namespace)
@@ -183,6 +189,12 @@ def parser() -> argparse.ArgumentParser:
         help="hosts that http and prometheus checks, invariants and triggers may reach: addresses, "
         "networks (10.0.0.0/8), host names (*.monitoring.svc), each with an optional :PORT; "
         "comma-separated or repeated. Default: any but link-local, loopback and the API server",
+    )
+    p_run.add_argument(
+        "--resync-seconds",
+        type=float,
+        default=600.0,
+        help="every set gets a pass this often, healing what a missed event left (0: never; default 600)",
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)

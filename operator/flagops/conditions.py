@@ -90,6 +90,8 @@ CHECK_FAILED: Final = "CheckFailed"
 # A check or trigger refused before it measured anything (reasons on the check, and on the request).
 TARGET_NOT_ALLOWED: Final = "TargetNotAllowed"
 SECRET_NOT_USABLE: Final = "SecretNotUsable"
+# A pass kept failing on something unexpected (both kinds).
+INTERNAL_ERROR: Final = "InternalError"
 RESTORING: Final = "Restoring"
 ROLLBACK_SUCCEEDED: Final = "RollbackSucceeded"
 DRILL_SUCCEEDED: Final = "DrillSucceeded"

@@ -14,6 +14,7 @@ import kopf
 from flagops.controller.runtime import Controller, Key
 from flagops.models.common import GROUP, VERSION
 from flagops.reconcile.flagset import SET_ANNOTATION
+from flagops.reconcile.locks import held_annotation
 
 PREFIX = GROUP
 
@@ -86,16 +87,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             return
         spec = body.get("spec") or {}
         flag_set = spec.get("flagSet")
-        if type == "DELETED":
-            controller.rollbacks.cache.pop((namespace, name), None)
-        else:
+        holds = held_annotation(body)
+        before = controller.rollbacks.cache.pop((namespace, name), None)
+        if type != "DELETED":
             controller.rollbacks.cache[(namespace, name)] = {
                 "spec": dict(spec),
                 "status": dict(body.get("status") or {}),
+                "holds": holds,
             }
             controller.enqueue(Key("RollbackRequest", namespace, name))
-        if isinstance(flag_set, str) and (type == "DELETED" or spec.get("release")):
-            # A deleted or released request lifts its lock: the set serves its spec again.
+        lock_changed = type == "DELETED" or before is None or before.get("holds") != holds
+        if isinstance(flag_set, str) and lock_changed:
+            # The set's overrides come from its requests' locks: a lock taken, lifted or gone.
             controller.enqueue(Key("FeatureFlagSet", namespace, flag_set))
 
     for kind, plural in (

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
+import json
 import logging
 import ssl
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -97,6 +99,8 @@ DEPLOYMENTS = Resource("apps", "v1", "deployments")
 STATEFULSETS = Resource("apps", "v1", "statefulsets")
 DAEMONSETS = Resource("apps", "v1", "daemonsets")
 JOBS = Resource("batch", "v1", "jobs")
+FLAGSETS = Resource("flagops.io", "v1alpha1", "featureflagsets")
+ROLLBACKS = Resource("flagops.io", "v1alpha1", "rollbackrequests")
 PODS = Resource("", "v1", "pods")
 WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "DaemonSet": DAEMONSETS}
 
@@ -217,9 +221,48 @@ class Kube:
             raise
 
     async def list(self, path: str, *, label_selector: str | None = None) -> list[Body]:
+        return (await self.list_versioned(path, label_selector=label_selector))[0]
+
+    async def list_versioned(
+        self, path: str, *, label_selector: str | None = None
+    ) -> tuple[builtins.list[Body], str]:
+        """The items and the list's resourceVersion, to watch from."""
         params = {"labelSelector": label_selector} if label_selector else None
         answer = await self.request("GET", path, params=params)
-        return list(answer.get("items", []))
+        return list(answer.get("items", [])), str(answer.get("metadata", {}).get("resourceVersion", ""))
+
+    async def watch(
+        self, path: str, *, label_selector: str, resource_version: str, timeout_seconds: int = 300
+    ) -> AsyncIterator[tuple[str, Body]]:
+        """(type, object) events of a server-side filtered watch, until the server ends it.
+        Raises ApiError (410 Gone: the version is too old; list again)."""
+        if self._session is None:
+            await self.request("GET", "/version")
+        assert self._session is not None
+        params = {
+            "watch": "1",
+            "labelSelector": label_selector,
+            "resourceVersion": resource_version,
+            "timeoutSeconds": str(timeout_seconds),
+            "allowWatchBookmarks": "true",
+        }
+        url = self._server + path + "?" + urllib.parse.urlencode(params)
+        metrics.API_REQUESTS.labels("WATCH").inc()
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout_seconds + 30)
+        try:
+            async with self._session.get(url, headers=self._headers(None), timeout=timeout) as resp:
+                if resp.status >= 300:
+                    raise ApiError(resp.status, resp.reason or "", await resp.text())
+                async for line in resp.content:
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise ApiError(int(status.get("code") or 500), str(status.get("reason")), str(status))
+                    yield str(event.get("type")), event.get("object") or {}
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise ApiError(0, "Unreachable", f"watch {path}: {exc!r}") from exc
 
     async def create(self, path: str, body: Body) -> Body:
         return await self.request("POST", path, body=body, params={"fieldManager": FIELD_MANAGER})  # type: ignore[no-any-return]

@@ -51,6 +51,18 @@ REPEAT_ROLLBACKS: Final = Counter(
     ["namespace", "flagset", "flag"],
     registry=REGISTRY,
 )
+DRIFT_CORRECTED: Final = Counter(
+    "flagops_drift_corrections_total",
+    "Objects flagops owns that someone else edited or deleted, put back.",
+    ["kind"],
+    registry=REGISTRY,
+)
+INTERNAL_ERRORS: Final = Counter(
+    "flagops_internal_errors_total",
+    "Objects given up on after repeated unexpected errors in their passes (Failed or Degraded).",
+    ["kind"],
+    registry=REGISTRY,
+)
 FLAGS: Final = Gauge(
     "flagops_flags",
     "Flags of a FeatureFlagSet by served state.",

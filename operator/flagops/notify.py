@@ -20,7 +20,6 @@ from flagops.models.flagset import FeatureFlagSetSpec
 
 logger = logging.getLogger(__name__)
 
-FLAGSETS: Final = kube.Resource("flagops.io", "v1alpha1", "featureflagsets")
 MAX_IN_FLIGHT: Final = 200
 
 
@@ -93,7 +92,7 @@ class Notifier:
         )
 
     async def _target(self, namespace: str, flagset: str) -> tuple[str, int] | None:
-        body = await self._kube.get(FLAGSETS.path(namespace, flagset))
+        body = await self._kube.get(kube.FLAGSETS.path(namespace, flagset))
         if body is None:
             return None
         try:

@@ -121,7 +121,7 @@ def test_schema_valid_rollbacks_plan_without_raising(
         spec = RollbackRequestSpec.model_validate(raw_request)
     except ValidationError:
         return
-    result = rollback_logic.plan_rollback(spec, "rb", set_spec, FeatureFlagSetStatus(), NOW)
+    result = rollback_logic.plan_rollback(spec, "rb", set_spec, [], NOW)
     if result.error is None:
         flags, _ = rollback_logic.requested_flags(spec, set_spec)
         rollback_logic.approval_needed(spec, set_spec, FeatureFlagSetStatus(), flags, NOW)

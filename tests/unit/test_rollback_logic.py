@@ -19,6 +19,7 @@ from flagops.models.rollback import (
     RollbackRequestSpec,
     RollbackRequestStatus,
 )
+from flagops.reconcile import locks
 from flagops.reconcile import rollback as logic
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)
@@ -56,7 +57,7 @@ def set_status(
 
 
 def test_plan_includes_dependents_and_only_the_workloads_that_change() -> None:
-    result = logic.plan_rollback(request(flags=["A"]), "rb", SET, set_status(), NOW)
+    result = logic.plan_rollback(request(flags=["A"]), "rb", SET, [], NOW)
     assert result.error is None
     changes = {f.name: (f.from_, f.to, f.requested) for f in result.plan.flags}
     assert changes == {"A": (True, False, True), "C": (True, False, False)}
@@ -64,24 +65,28 @@ def test_plan_includes_dependents_and_only_the_workloads_that_change() -> None:
     assert all(w.from_hash != w.to_hash for w in result.plan.workloads)
     assert [(ch.name, ch.source) for ch in result.plan.checks] == [("a-health", "flag A")]
     assert [(o.flag, o.held_by, o.value) for o in result.overrides] == [("A", "rb", False)]
+    # Frozen: the resolved checks, the flags held and the rollout timeout travel with the plan.
+    assert result.plan.checks[0].spec == SET.flags[0].checks[0]
+    assert result.plan.holds == {"A": False}
+    assert result.plan.rollout_timeout_seconds == 600
 
 
 def test_plan_for_all_flags() -> None:
-    result = logic.plan_rollback(request(all=True), "rb", SET, set_status(), NOW)
+    result = logic.plan_rollback(request(all=True), "rb", SET, [], NOW)
     assert {o.flag for o in result.overrides} == {"A", "B", "C", "D"}
     assert {f.name for f in result.plan.flags} == {"A", "B", "C"}
     assert result.plan.unchanged == ["D"]
 
 
 def test_unknown_flags_are_an_error_and_nothing_is_planned() -> None:
-    result = logic.plan_rollback(request(flags=["A", "NOPE"]), "rb", SET, set_status(), NOW)
+    result = logic.plan_rollback(request(flags=["A", "NOPE"]), "rb", SET, [], NOW)
     assert result.error is not None and "NOPE is not a flag of FeatureFlagSet s" in result.error
     assert result.overrides == []
 
 
 def test_flag_already_held_by_another_request_changes_nothing() -> None:
     held = Override(flag="A", value=False, held_by="first", since=NOW)
-    result = logic.plan_rollback(request(flags=["A"]), "second", SET, set_status(overrides=[held]), NOW)
+    result = logic.plan_rollback(request(flags=["A"]), "second", SET, [held], NOW)
     assert result.plan.flags == [] and result.plan.workloads == []
     assert result.plan.unchanged == ["A"]
     assert [(o.flag, o.held_by) for o in result.overrides] == [("A", "first"), ("A", "second")]
@@ -335,8 +340,9 @@ def test_comparisons() -> None:
 def test_trigger_request_is_named_per_breach_and_active_requests_block_a_second() -> None:
     since = datetime.datetime(2026, 11, 25, 20, 14, 5, tzinfo=datetime.UTC)
     assert triggers.request_name("epic21", "USE_NEW_X", since) == "epic21-use-new-x-20261125-201405"
+    lock = {"annotations": {locks.HOLDS_ANNOTATION: locks.holds_value({"A": False}, NOW)}}
     running = {"spec": {"flagSet": "s", "flags": ["A"]}, "status": {"phase": "Validating"}}
-    held = {"spec": {"flagSet": "s", "all": True}, "status": {"phase": "Failed", "locked": True}}
+    held = {"metadata": lock, "spec": {"flagSet": "s", "all": True}, "status": {"phase": "Failed"}}
     released = {
         "spec": {"flagSet": "s", "flags": ["A"], "release": True},
         "status": {"phase": "Succeeded", "locked": True},

@@ -17,13 +17,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch]
 - apiGroups: [flagops.io]
   resources: [rollbackrequests]
-  verbs: [create]          # triggers request rollbacks
+  verbs: [create, patch]   # triggers request rollbacks; the lock annotation flagops.io/holds
 - apiGroups: [flagops.io]
   resources: [featureflagsets/status, rollbackrequests/status]
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
+  verbs: [get, create, patch, list, watch]   # list/watch: its own, by label, to put them back
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
   verbs: [get, list, watch, patch]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,21 +21,18 @@ from flagops.models.common import ConditionStatus
 from flagops.models.flagset import (
     FeatureFlagSetSpec,
     FeatureFlagSetStatus,
-    Override,
     WorkloadState,
     WorkloadStatus,
 )
 from flagops.reconcile import flagset as logic
+from flagops.reconcile import locks
 
 logger = logging.getLogger(__name__)
 
-FLAGSETS = kube.Resource("flagops.io", "v1alpha1", "featureflagsets")
 # While rollouts run, look again this often even without a watch event (deadlines).
 PROGRESS_RECHECK_SECONDS = 5.0
 
 Clock = Callable[[], datetime.datetime]
-# Decides whether an override is still in force: (namespace, override) -> bool.
-OverrideCheck = Callable[[str, Override], Awaitable[bool]]
 
 
 def utcnow() -> datetime.datetime:
@@ -57,10 +54,6 @@ def validation_message(err: ValidationError) -> str:
     )
 
 
-async def _always_in_force(namespace: str, override: Override) -> bool:
-    return True
-
-
 class FlagSetReconciler:
     def __init__(
         self,
@@ -68,12 +61,10 @@ class FlagSetReconciler:
         recorder: EventRecorder,
         *,
         clock: Clock = utcnow,
-        override_in_force: OverrideCheck = _always_in_force,
     ) -> None:
         self._kube = client
         self._events = recorder
         self._clock = clock
-        self._override_in_force = override_in_force
         # A set's status has two writers (this reconciler and rollbacks adding overrides):
         # both hold the set's lock in this process; resourceVersion guards across processes.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -90,16 +81,35 @@ class FlagSetReconciler:
         status (None: nothing to change), and write it guarded by the resourceVersion.
         Returns False when the set does not exist."""
         async with self.lock(namespace, name):
-            body = await self._kube.get(FLAGSETS.path(namespace, name))
+            body = await self._kube.get(kube.FLAGSETS.path(namespace, name))
             if body is None:
                 return False
             patch = change(parse_status(body.get("status")))
             if patch:
                 await self._kube.patch(
-                    FLAGSETS.path(namespace, name, "status"),
+                    kube.FLAGSETS.path(namespace, name, "status"),
                     {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
                 )
             return True
+
+    async def give_up(self, namespace: str, name: str, error: str, attempts: int) -> None:
+        """After repeated unexpected errors: Degraded with InternalError, saying what failed.
+        The next change of the set, or the resync, tries again."""
+        message = (
+            f"flagops failed {attempts} times in a row on this set: {error}; what it serves is "
+            "unchanged since; report the error with the operator's log"
+        )
+        now = self._clock()
+
+        def degrade(current: FeatureFlagSetStatus) -> dict[str, Any]:
+            conds = current.conditions
+            for type_, value in ((c.READY, ConditionStatus.FALSE), (c.DEGRADED, ConditionStatus.TRUE)):
+                conds = c.set_condition(
+                    conds, type_, value, c.INTERNAL_ERROR, message, now=now, generation=None
+                )
+            return {"conditions": [cond.to_api() for cond in conds]}
+
+        await self.patch_status(namespace, name, degrade)
 
     def forget(self, namespace: str, name: str) -> None:
         self._progressing.pop((namespace, name), None)
@@ -115,7 +125,7 @@ class FlagSetReconciler:
             return await self._reconcile(namespace, name)
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
-        body = await self._kube.get(FLAGSETS.path(namespace, name))
+        body = await self._kube.get(kube.FLAGSETS.path(namespace, name))
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # the ConfigMap goes with it (ownerReference)
         meta = body["metadata"]
@@ -129,12 +139,13 @@ class FlagSetReconciler:
             await self._write_invalid(body, previous, validation_message(err), generation, now)
             return None
 
-        overrides = [o for o in previous.overrides if await self._override_in_force(namespace, o)]
+        # The locks come from the requests themselves, never from this set's status.
+        overrides = locks.overrides(name, spec, await self._kube.list(kube.ROLLBACKS.path(namespace)))
         resolution = logic.resolve(spec, overrides)
         cm_name = spec.config_map or name
         desired = logic.desired_configmap(namespace, name, meta["uid"], cm_name, resolution.values)
         cm_hash: str | None = desired["metadata"]["annotations"][logic.HASH_ANNOTATION]
-        conflict = await self._apply_configmap(body, desired)
+        conflict = await self._apply_configmap(body, desired, previous)
         if conflict:
             cm_hash = None
             workloads = previous.workloads
@@ -171,15 +182,21 @@ class FlagSetReconciler:
         )
         metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))
 
-    async def _apply_configmap(self, body: dict[str, Any], desired: dict[str, Any]) -> str | None:
+    async def _apply_configmap(
+        self, body: dict[str, Any], desired: dict[str, Any], previous: FeatureFlagSetStatus
+    ) -> str | None:
         """Create or update the set's ConfigMap; a conflict message if it is someone else's."""
         namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
         path = kube.CONFIGMAPS.path(namespace, cm_name)
         existing = await self._kube.get(path)
+        written = previous.config_map is not None and previous.config_map.name == cm_name
         if existing is None:
             await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
+            if written and previous.config_map and previous.config_map.hash:
+                await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
             return None
-        if not logic.owned_by(existing, body["metadata"]["uid"]):
+        adopting = logic.left_by_predecessor(existing, body["metadata"]["name"])
+        if not logic.owned_by(existing, body["metadata"]["uid"]) and not adopting:
             owner = next(iter(existing["metadata"].get("ownerReferences") or []), None)
             whose = f"owned by {owner['kind']} {owner['name']}" if owner else "not created by this set"
             return (
@@ -189,7 +206,23 @@ class FlagSetReconciler:
         patch = logic.configmap_patch(existing, desired)
         if patch is not None:
             await self._kube.patch(path, patch)
+            if patch.get("data") and not logic.configmap_intact(existing):
+                await self._drift(body, f"ConfigMap {cm_name} was edited by hand; put the served values back")
+        if adopting and not logic.owned_by(existing, body["metadata"]["uid"]):
+            await self._events.emit(
+                body,
+                reason="ConfigMapAdopted",
+                action="Adopt",
+                note=f"Adopted ConfigMap {cm_name}, written by an earlier FeatureFlagSet of this name",
+            )
         return None
+
+    async def _drift(self, body: dict[str, Any], note: str) -> None:
+        metrics.DRIFT_CORRECTED.labels("ConfigMap").inc()
+        logger.info("FeatureFlagSet %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], note)
+        await self._events.emit(
+            body, reason="ConfigMapDriftCorrected", action="Reconcile", note=note, warning=True
+        )
 
     async def _apply_restarts(
         self,
@@ -254,7 +287,7 @@ class FlagSetReconciler:
             return
         meta = body["metadata"]
         await self._kube.patch(
-            FLAGSETS.path(meta["namespace"], meta["name"], "status"),
+            kube.FLAGSETS.path(meta["namespace"], meta["name"], "status"),
             # The resourceVersion makes this a compare-and-swap: a concurrent writer gets a 409.
             {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
         )

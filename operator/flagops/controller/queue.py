@@ -74,6 +74,10 @@ class WorkQueue(Generic[K]):
     def succeeded(self, key: K) -> None:
         self._failures.pop(key, None)
 
+    def failures(self, key: K) -> int:
+        """Consecutive failures of the key's passes so far."""
+        return self._failures.get(key, 0)
+
     def failed(self, key: K) -> float:
         """Requeue after a backoff that doubles with each consecutive failure; returns it."""
         count = self._failures.get(key, 0)

@@ -22,14 +22,16 @@ from flagops.checks import ProbeError, Refused
 from flagops.checks import http as http_probe
 from flagops.checks import job as job_probe
 from flagops.controller.events import EventRecorder
-from flagops.controller.flagsets import FLAGSETS, FlagSetReconciler, parse_status, utcnow, validation_message
+from flagops.controller.flagsets import FlagSetReconciler, parse_status, utcnow, validation_message
 from flagops.models.checks import Check
-from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, Override
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus
 from flagops.models.rollback import (
     CheckPhase,
     CheckResult,
     Measurement,
     Phase,
+    Plan,
+    PlannedCheck,
     PlannedWorkload,
     RollbackRequestSpec,
     RollbackRequestStatus,
@@ -37,12 +39,12 @@ from flagops.models.rollback import (
 )
 from flagops.notify import Notifier
 from flagops.reconcile import flagset as fs
+from flagops.reconcile import locks
 from flagops.reconcile import rollback as logic
 from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
-ROLLBACKS = kube.Resource("flagops.io", "v1alpha1", "rollbackrequests")
 # While restarts run, look again this often even without a watch event (deadlines).
 ROLLOUT_RECHECK_SECONDS = 2.0
 
@@ -89,19 +91,10 @@ class RollbackReconciler:
     async def close(self) -> None:
         await self.prober.close()
 
-    async def override_in_force(self, namespace: str, override: Override) -> bool:
-        """An override holds while its request exists and is not released. (A drill removes
-        its own overrides when it restores.)"""
-        body = self.cache.get((namespace, override.held_by))
-        if body is None:
-            # Not seen on the watch (yet): ask the API server rather than drop a lock by mistake.
-            body = await self._kube.get(ROLLBACKS.path(namespace, override.held_by))
-        return body is not None and not (body.get("spec") or {}).get("release")
-
     # -- the pass ------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        body = await self._kube.get(ROLLBACKS.path(namespace, name))
+        body = await self._kube.get(kube.ROLLBACKS.path(namespace, name))
         if body is None:
             self._unwait(namespace, name)
             return None
@@ -121,7 +114,7 @@ class RollbackReconciler:
         status = self._status(body)
         phase = Phase(status.phase) if status.phase else Phase.PENDING
         if phase.terminal:
-            if spec.release and status.locked:
+            if spec.release and (status.locked or locks.held_annotation(body) is not None):
                 await self._release(body, spec, status)
             self._unwait(namespace, name)
             return None
@@ -145,6 +138,22 @@ class RollbackReconciler:
             return await self._finish(body, status, Phase.FAILED, failure.reason, failure.message)
         raise AssertionError(phase)
 
+    async def give_up(self, namespace: str, name: str, error: str, attempts: int) -> None:
+        """After repeated unexpected errors: Failed with InternalError, saying what failed."""
+        body = await self._kube.get(kube.ROLLBACKS.path(namespace, name))
+        if body is None:
+            return
+        status = self._status(body)
+        if status.phase and Phase(status.phase).terminal:
+            return
+        held = f"{', '.join(status.applied)} stay held at the safe value (release or delete the request)"
+        message = (
+            f"flagops failed {attempts} times in a row on this request and stopped: {error}. "
+            + (held if status.applied or locks.held_annotation(body) else "nothing was changed")
+            + "; create a new request to retry, and report the error with the operator's log"
+        )
+        await self._finish(body, status, Phase.FAILED, c.INTERNAL_ERROR, message)
+
     # -- phases --------------------------------------------------------------------------
 
     async def _start(
@@ -152,7 +161,8 @@ class RollbackReconciler:
     ) -> float | None:
         now = self._clock()
         set_spec, set_status = await self._flagset(body, spec)
-        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, set_status, now)
+        held = locks.overrides(spec.flag_set, set_spec, await self._requests(body))
+        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, held, now)
         if result.error:
             raise Failure(c.UNKNOWN_FLAG, result.error)
         flags, _ = logic.requested_flags(spec, set_spec)
@@ -200,20 +210,15 @@ class RollbackReconciler:
         self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
     ) -> float | None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-        plan = status.plan
-        assert plan is not None
+        plan = self._plan(status)
         now = self._clock()
-        set_spec, _ = await self._flagset(body, spec)
-        flags, _ = logic.requested_flags(spec, set_spec)
-        checks = {check.name: (source, check) for source, check in logic.gather_checks(spec, set_spec, flags)}
-
         # Invariants are read before anything changes; if one cannot be read, nothing changes.
         results = {r.name: r for r in status.checks}
         for planned in plan.checks:
-            source, check = checks[planned.name]
             if planned.name in results:
                 continue
-            result = CheckResult(name=check.name, type=check.kind, source=source)
+            check = self._check(planned)
+            result = CheckResult(name=check.name, type=check.kind, source=planned.source)
             if check.invariant is not None:
                 try:
                     baseline = await self.prober.read_value(check.invariant.http)
@@ -229,16 +234,17 @@ class RollbackReconciler:
             results[planned.name] = result
         status = status.model_copy(update={"checks": [results[p.name] for p in plan.checks]})
 
-        def hold(current: FeatureFlagSetStatus) -> dict[str, Any] | None:
-            overrides = logic.with_overrides(current.overrides, flags, set_spec, name, now)
-            return None if overrides == current.overrides else {"overrides": [o.to_api() for o in overrides]}
-
-        if not await self._flagsets.patch_status(namespace, spec.flag_set, hold):
+        if await self._kube.get(kube.FLAGSETS.path(namespace, spec.flag_set)) is None:
             raise Failure(
                 c.FLAG_SET_NOT_FOUND, f"FeatureFlagSet {spec.flag_set} was deleted; nothing applied"
             )
+        # The lock goes on the request itself (metadata survives a status wipe or a restore)
+        # before the set serves it; the set reads it from there.
+        if locks.held_annotation(body) is None:
+            body = await self._set_holds(body, locks.holds_value(plan.holds, now))
         self._enqueue_set(namespace, spec.flag_set)
-        status = status.model_copy(update={"applied": flags, "locked": True, "flags_applied_at": now})
+        applied = list(plan.holds)
+        status = status.model_copy(update={"applied": applied, "locked": True, "flags_applied_at": now})
         self._wait(namespace, name, plan.workloads)
         message = (
             f"restarting {len(plan.workloads)} workload(s): "
@@ -251,22 +257,19 @@ class RollbackReconciler:
     async def _roll_out(
         self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
     ) -> float | None:
-        plan = status.plan
-        assert plan is not None
-        set_spec, _ = await self._flagset(body, spec)
+        plan = self._plan(status)
         done, results = await self._rollout_state(body, plan.workloads, to_new=True, status=status)
         status = status.model_copy(update={"workloads": results})
         if not done:
-            self._check_rollout_deadline(status, status.flags_applied_at, set_spec.rollout.timeout_seconds)
+            self._check_rollout_deadline(status, status.flags_applied_at, plan.rollout_timeout_seconds)
             await self._save(body, status, Phase.ROLLING_OUT, c.ROLLING_OUT, self._progress_message(results))
             return ROLLOUT_RECHECK_SECONDS
         now = self._clock()
         self._unwait(body["metadata"]["namespace"], body["metadata"]["name"])
-        flags, _ = logic.requested_flags(spec, set_spec)
-        checks = {check.name: (source, check) for source, check in logic.gather_checks(spec, set_spec, flags)}
+        planned = {p.name: p for p in plan.checks}
         started = []
         for result in status.checks:
-            source, check = checks[result.name]
+            check = self._check(planned[result.name])
             target = None
             if check.job is not None:
                 manifest = job_probe.job_manifest(
@@ -275,7 +278,9 @@ class RollbackReconciler:
                 await job_probe.ensure(self._kube, manifest)
                 target = f"Job {manifest['metadata']['namespace']}/{manifest['metadata']['name']}"
             started.append(
-                logic.start_check(source, check, now, target).model_copy(update={"baseline": result.baseline})
+                logic.start_check(result.source, check, now, target).model_copy(
+                    update={"baseline": result.baseline}
+                )
             )
         status = status.model_copy(update={"rollout_completed_at": now, "checks": started})
         message = f"validating: {len(started)} check(s)" if started else "no checks to run"
@@ -284,9 +289,7 @@ class RollbackReconciler:
     async def _validate(
         self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
     ) -> float | None:
-        set_spec, _ = await self._flagset(body, spec)
-        flags, _ = logic.requested_flags(spec, set_spec)
-        checks = {check.name: check for _, check in logic.gather_checks(spec, set_spec, flags)}
+        checks = {p.name: self._check(p) for p in self._plan(status).checks}
         now = self._clock()
         due = [r for r in status.checks if not r.done and (r.next_at is None or r.next_at <= now)]
         measured = await asyncio.gather(*(self._measure(body, checks[r.name], r) for r in due))
@@ -312,7 +315,7 @@ class RollbackReconciler:
             now = self._clock()
             status = status.model_copy(update={"validated_at": now})
             if spec.drill:
-                await self._remove_overrides(body, spec)
+                body = await self._remove_overrides(body, spec)
                 self._wait(
                     body["metadata"]["namespace"],
                     body["metadata"]["name"],
@@ -337,15 +340,13 @@ class RollbackReconciler:
     async def _restore(
         self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
     ) -> float | None:
-        plan = status.plan
-        assert plan is not None
-        set_spec, _ = await self._flagset(body, spec)
-        if status.locked:
-            await self._remove_overrides(body, spec)
+        plan = self._plan(status)
+        if status.locked or locks.held_annotation(body) is not None:
+            body = await self._remove_overrides(body, spec)
         done, results = await self._rollout_state(body, plan.workloads, to_new=False, status=status)
         status = status.model_copy(update={"locked": False, "applied": []})
         if not done:
-            self._check_rollout_deadline(status, status.validated_at, set_spec.rollout.timeout_seconds)
+            self._check_rollout_deadline(status, status.validated_at, plan.rollout_timeout_seconds)
             await self._save(
                 body, status, Phase.RESTORING, c.RESTORING, "drill: " + self._progress_message(results)
             )
@@ -376,11 +377,12 @@ class RollbackReconciler:
     async def _release(
         self, body: dict[str, Any], spec: RollbackRequestSpec, status: RollbackRequestStatus
     ) -> None:
-        await self._remove_overrides(body, spec)
-        released = ", ".join(status.applied)
+        released = ", ".join(status.applied) or "its flags"
         status = status.model_copy(update={"locked": False, "applied": []})
         message = f"{status.message}. Released: {released} follow the FeatureFlagSet's spec again"
-        await self._write(body, status.model_copy(update={"message": message}))
+        # The request says so first; then the lock goes, and the set follows.
+        body = await self._write(body, status.model_copy(update={"message": message}))
+        await self._remove_overrides(body, spec)
         await self._events.emit(
             body,
             reason="Released",
@@ -394,7 +396,7 @@ class RollbackReconciler:
         self, body: dict[str, Any], spec: RollbackRequestSpec
     ) -> tuple[FeatureFlagSetSpec, FeatureFlagSetStatus]:
         namespace = body["metadata"]["namespace"]
-        set_body = await self._kube.get(FLAGSETS.path(namespace, spec.flag_set))
+        set_body = await self._kube.get(kube.FLAGSETS.path(namespace, spec.flag_set))
         if set_body is None:
             raise Failure(
                 c.FLAG_SET_NOT_FOUND,
@@ -409,15 +411,35 @@ class RollbackReconciler:
             ) from err
         return set_spec, parse_status(set_body.get("status"))
 
-    async def _remove_overrides(self, body: dict[str, Any], spec: RollbackRequestSpec) -> None:
-        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    async def _remove_overrides(self, body: dict[str, Any], spec: RollbackRequestSpec) -> dict[str, Any]:
+        if locks.held_annotation(body) is not None:
+            body = await self._set_holds(body, None)
+        self._enqueue_set(body["metadata"]["namespace"], spec.flag_set)
+        return body
 
-        def release(current: FeatureFlagSetStatus) -> dict[str, Any] | None:
-            remaining = logic.without_overrides(current.overrides, name)
-            return None if remaining == current.overrides else {"overrides": [o.to_api() for o in remaining]}
+    async def _set_holds(self, body: dict[str, Any], value: str | None) -> dict[str, Any]:
+        """Write (or, with None, remove) the lock annotation; returns the object as written."""
+        meta = body["metadata"]
+        return await self._kube.patch(
+            kube.ROLLBACKS.path(meta["namespace"], meta["name"]),
+            {"metadata": {"annotations": {locks.HOLDS_ANNOTATION: value}}},
+        )
 
-        await self._flagsets.patch_status(namespace, spec.flag_set, release)
-        self._enqueue_set(namespace, spec.flag_set)
+    async def _requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        return await self._kube.list(kube.ROLLBACKS.path(body["metadata"]["namespace"]))
+
+    def _plan(self, status: RollbackRequestStatus) -> Plan:
+        if status.plan is None:
+            raise Failure(c.INTERNAL_ERROR, "the request has no plan in its status; create a new request")
+        return status.plan
+
+    def _check(self, planned: PlannedCheck) -> Check:
+        if planned.spec is None:
+            raise Failure(
+                c.INTERNAL_ERROR,
+                f"check {planned.name} was planned without its spec (an older flagops); create a new request",
+            )
+        return planned.spec
 
     async def _rollout_state(
         self,
@@ -669,13 +691,14 @@ class RollbackReconciler:
                 earlier.update(status.get("applied") or [])
         return [flag for flag in flags if flag in earlier]
 
-    async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> None:
+    async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> dict[str, Any]:
+        """The one status write (resourceVersion-guarded); returns the object as written."""
         patch = fs.merge_patch(body.get("status") or {}, status.to_api())
         if not patch:
-            return
+            return body
         meta = body["metadata"]
-        await self._kube.patch(
-            ROLLBACKS.path(meta["namespace"], meta["name"], "status"),
+        return await self._kube.patch(
+            kube.ROLLBACKS.path(meta["namespace"], meta["name"], "status"),
             {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
         )
 

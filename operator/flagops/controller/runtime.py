@@ -16,16 +16,18 @@ from typing import Any, Literal
 from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.owned import OwnedWatcher, resync
 from flagops.controller.queue import WorkQueue
 from flagops.controller.rollbacks import RollbackReconciler
 from flagops.controller.triggers import TriggerEvaluator
-from flagops.models.flagset import Override
 from flagops.notify import Notifier
 from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
 KeyKind = Literal["FeatureFlagSet", "RollbackRequest", "Triggers"]
+# Unexpected errors (not the API server's) in a row before a pass gives up (about 15 s of backoff).
+MAX_UNEXPECTED_FAILURES = 5
 
 
 @dataclass(frozen=True)
@@ -59,39 +61,63 @@ class WorkloadIndex:
     def sets_for(self, namespace: str, kind: str, name: str) -> list[str]:
         return [s for (ns, s), refs in self._by_set.items() if ns == namespace and (kind, name) in refs]
 
+    def sets(self) -> list[tuple[str, str]]:
+        """Every set seen on the watch, as (namespace, name)."""
+        return list(self._by_set)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the controller runs (`flagops run` options)."""
+
+    targets: TargetPolicy = field(default_factory=TargetPolicy)
+    workers: int = 4
+    namespaces: tuple[str, ...] = ()  # empty: all
+    resync_seconds: float = 600.0  # 0: never
+
 
 class Controller:
-    def __init__(self, client: kube.Kube, *, targets: TargetPolicy, workers: int = 4) -> None:
+    def __init__(self, client: kube.Kube, settings: Settings) -> None:
         self.kube = client
+        self.settings = settings
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(client)
         self.notifier = Notifier(client)
-        self.flagsets = FlagSetReconciler(client, self.events, override_in_force=self._override_in_force)
+        self.flagsets = FlagSetReconciler(client, self.events)
         self.rollbacks = RollbackReconciler(
             client,
             self.events,
             self.flagsets,
-            enqueue_set=lambda namespace, name: self.enqueue(Key("FeatureFlagSet", namespace, name)),
+            enqueue_set=self.enqueue_set,
             notifier=self.notifier,
-            targets=targets,
+            targets=settings.targets,
         )
         self.triggers = TriggerEvaluator(
             client, self.events, self.flagsets, self.rollbacks.prober, self.notifier
         )
         self.workloads = WorkloadIndex()
-        self._workers = workers
+        self.owned = OwnedWatcher(client, self.enqueue_set, settings.namespaces)
         self._tasks: list[asyncio.Task[None]] = []
 
     def enqueue(self, key: Key) -> None:
         self.queue.add(key)
 
-    async def _override_in_force(self, namespace: str, override: Override) -> bool:
-        return await self.rollbacks.override_in_force(namespace, override)
+    def enqueue_set(self, namespace: str, name: str) -> None:
+        self.queue.add(Key("FeatureFlagSet", namespace, name))
 
     async def run(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}") for i in range(self._workers)
+            asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}")
+            for i in range(self.settings.workers)
         ]
+        self._tasks.append(asyncio.create_task(self.owned.run(), name="flagops-owned-configmaps"))
+        if self.settings.resync_seconds > 0:
+            self._tasks.append(
+                asyncio.create_task(
+                    resync(self.settings.resync_seconds, self.workloads.sets, self.enqueue_set),
+                    name="flagops-resync",
+                )
+            )
         try:
             await asyncio.gather(*self._tasks)
         finally:
@@ -117,10 +143,17 @@ class Controller:
                 delay = self.queue.failed(key)
                 level = logging.INFO if err.conflict else logging.WARNING
                 logger.log(level, "%s: %s; retrying in %.1fs", key, err, delay)
-            except Exception:
+            except Exception as err:
                 metrics.RECONCILE_ERRORS.labels(key.kind).inc()
-                delay = self.queue.failed(key)
-                logger.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
+                if self.queue.failures(key) + 1 >= MAX_UNEXPECTED_FAILURES:
+                    logger.exception(
+                        "%s: reconcile failed %d times in a row; giving up", key, MAX_UNEXPECTED_FAILURES
+                    )
+                    self.queue.succeeded(key)
+                    await self._give_up(key, err)
+                else:
+                    delay = self.queue.failed(key)
+                    logger.exception("%s: reconcile failed; retrying in %.1fs", key, delay)
             else:
                 self.queue.succeeded(key)
                 if again is not None:
@@ -130,6 +163,19 @@ class Controller:
                 metrics.RECONCILE_SECONDS.labels(key.kind).observe(time.monotonic() - started)
                 self.queue.done(key)
                 logger.debug("%s reconciled by worker %d in %.3fs", key, number, time.monotonic() - started)
+
+    async def _give_up(self, key: Key, err: Exception) -> None:
+        """Never a silent retry loop: the object says what failed, and a metric counts it."""
+        metrics.INTERNAL_ERRORS.labels(key.kind).inc()
+        what = f"{type(err).__name__}: {err}"[:500]
+        try:
+            match key.kind:
+                case "FeatureFlagSet":
+                    await self.flagsets.give_up(key.namespace, key.name, what, MAX_UNEXPECTED_FAILURES)
+                case "RollbackRequest":
+                    await self.rollbacks.give_up(key.namespace, key.name, what, MAX_UNEXPECTED_FAILURES)
+        except Exception:
+            logger.exception("%s: could not record the internal error", key)
 
     async def _reconcile(self, key: Key) -> float | None:
         match key.kind:

@@ -19,12 +19,12 @@ from flagops import kube, metrics
 from flagops.checks import ProbeError
 from flagops.checks.http import Prober
 from flagops.controller.events import EventRecorder
-from flagops.controller.flagsets import FLAGSETS, Clock, FlagSetReconciler, parse_status, utcnow
-from flagops.controller.rollbacks import ROLLBACKS
+from flagops.controller.flagsets import Clock, FlagSetReconciler, parse_status, utcnow
 from flagops.models.flagset import FeatureFlagSetSpec, Flag, Trigger, TriggerStatus
 from flagops.models.rollback import Phase
 from flagops.notify import Notifier
 from flagops.reconcile import flagset as fs
+from flagops.reconcile import locks
 from flagops.reconcile import rollback as rollback_logic
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def active(body: dict[str, Any], flagset: str, flag: str) -> bool:
     phase = status.get("phase")
     if phase is None or not Phase(phase).terminal:
         return True
-    return bool(status.get("locked")) and not spec.get("release")
+    return locks.held_annotation(body) is not None
 
 
 class TriggerEvaluator:
@@ -69,7 +69,7 @@ class TriggerEvaluator:
 
     async def evaluate(self, namespace: str, name: str) -> float | None:
         """Evaluate every trigger of the set; returns when to evaluate again (None: no triggers)."""
-        body = await self._kube.get(FLAGSETS.path(namespace, name))
+        body = await self._kube.get(kube.FLAGSETS.path(namespace, name))
         if body is None:
             return None
         try:
@@ -177,7 +177,7 @@ class TriggerEvaluator:
 
     async def _active_request(self, namespace: str, flagset: str, flag: str) -> str | None:
         # Ask the API server, not a cache: a duplicate request is the failure to avoid.
-        for body in await self._kube.list(ROLLBACKS.path(namespace)):
+        for body in await self._kube.list(kube.ROLLBACKS.path(namespace)):
             if active(body, flagset, flag):
                 return str(body["metadata"]["name"])
         return None
@@ -196,7 +196,7 @@ class TriggerEvaluator:
         name = request_name(set_name, flag.name, since)
         detected_at = since.strftime("%Y-%m-%dT%H:%M:%SZ")
         request = {
-            "apiVersion": ROLLBACKS.group + "/" + ROLLBACKS.version,
+            "apiVersion": kube.ROLLBACKS.group + "/" + kube.ROLLBACKS.version,
             "kind": "RollbackRequest",
             "metadata": {
                 "name": name,
@@ -218,7 +218,7 @@ class TriggerEvaluator:
             },
         }
         try:
-            await self._kube.create(ROLLBACKS.path(namespace), request)
+            await self._kube.create(kube.ROLLBACKS.path(namespace), request)
         except kube.ApiError as err:
             if not err.conflict:
                 raise

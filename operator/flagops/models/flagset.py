@@ -90,12 +90,14 @@ class Flag(Model):
     requires: list[FlagName] = Field(
         default_factory=list,
         max_length=MAX_REQUIRES,
-        description="Flags of this set that must be enabled before this one takes effect.",
+        description="Flags of this set that must be enabled before this one takes effect, each once.",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     workloads: list[WorkloadRef] = Field(
         default_factory=list,
         max_length=MAX_WORKLOADS,
         description="Workloads in this namespace that consume the flag and restart when it changes.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["kind", "name"]},
     )
     checks: list[Check] = Field(
         default_factory=list,

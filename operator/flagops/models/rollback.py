@@ -37,8 +37,8 @@ class RollbackRequestSpec(Model):
     flags: list[FlagName] = Field(
         default_factory=list,
         max_length=MAX_FLAGS,
-        description="The flags to roll back to their safeValue. Set this or all, not both.",
-        json_schema_extra={"default": [], **immutable("flags")},
+        description="The flags to roll back to their safeValue, each once. Set this or all, not both.",
+        json_schema_extra={"default": [], "x-kubernetes-list-type": "set", **immutable("flags")},
     )
     all: bool = Field(
         default=False,
@@ -160,6 +160,10 @@ class PlannedCheck(Model):
     name: str = Field(description="Name of the check.")
     type: str = Field(description="http, job, invariant or prometheus.")
     source: str = Field(description="Where it comes from: the request, or flag NAME.")
+    spec: Check | None = Field(
+        default=None,
+        description="The check as resolved when planned; later edits of the set do not change it.",
+    )
 
 
 class Plan(Model):
@@ -169,6 +173,14 @@ class Plan(Model):
     )
     workloads: list[PlannedWorkload] = Field(default_factory=list, description="Workloads that restart.")
     checks: list[PlannedCheck] = Field(default_factory=list, description="Checks run after the restarts.")
+    holds: dict[str, bool] = Field(
+        default_factory=dict,
+        description="The requested flags and the safe values this request holds them at.",
+    )
+    rollout_timeout_seconds: int = Field(
+        default=600,
+        description="How long one workload's restart may take (the set's rollout.timeoutSeconds).",
+    )
     scenario: Scenario | None = Field(
         default=None,
         description="The authority matrix's row: SingleFlagInWindow, SingleFlagLate, MultiFlag or Emergency.",

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from flagops import conditions as c
 from flagops.models.common import API_VERSION, ConditionStatus
+from flagops.models.common import GROUP as API_GROUP
 from flagops.models.flagset import (
     ApplyTimings,
     ConfigMapStatus,
@@ -155,9 +156,32 @@ def desired_configmap(
     }
 
 
+def configmap_intact(obj: Mapping[str, Any]) -> bool:
+    """Whether a ConfigMap's data is still what flagops wrote (its hash annotation says what)."""
+    written = (obj.get("metadata", {}).get("annotations") or {}).get(HASH_ANNOTATION)
+    return written == sha256(obj.get("data") or {})
+
+
 def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences") or []
     return any(ref.get("uid") == uid and ref.get("controller") for ref in refs)
+
+
+def left_by_predecessor(obj: Mapping[str, Any], set_name: str) -> bool:
+    """A ConfigMap flagops wrote for an earlier set of this name (deleted and re-applied, as a
+    GitOps prune and re-sync does): this set's to adopt, not a stranger's. Names are unique in
+    a namespace, so an owner of this name and another uid no longer exists."""
+    meta = obj.get("metadata", {})
+    labels = meta.get("labels") or {}
+    if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+        return False
+    refs = meta.get("ownerReferences") or []
+    return bool(refs) and all(
+        ref.get("kind") == "FeatureFlagSet"
+        and str(ref.get("apiVersion", "")).startswith(f"{API_GROUP}/")
+        and ref.get("name") == set_name
+        for ref in refs
+    )
 
 
 def configmap_patch(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -175,6 +199,9 @@ def configmap_patch(existing: Mapping[str, Any], desired: Mapping[str, Any]) -> 
         changed = {k: v for k, v in wanted.items() if have.get(k) != v}
         if changed:
             meta[part] = changed
+    refs = desired["metadata"]["ownerReferences"]
+    if (existing.get("metadata", {}).get("ownerReferences") or []) != refs:
+        meta["ownerReferences"] = refs  # adoption: a merge patch replaces the whole list
     if meta:
         patch["metadata"] = meta
     return patch or None

@@ -86,9 +86,11 @@ def plan_rollback(
     spec: RollbackRequestSpec,
     name: str,
     set_spec: FeatureFlagSetSpec,
-    set_status: FeatureFlagSetStatus,
+    held: list[Override],
     now: datetime.datetime,
 ) -> PlanResult:
+    """Everything the later phases need, frozen: flag changes, restarts, resolved checks.
+    `held` are the overrides in force (flagops.reconcile.locks), this request's own included."""
     flags, unknown = requested_flags(spec, set_spec)
     if unknown:
         return PlanResult(
@@ -100,7 +102,7 @@ def plan_rollback(
         )
     if not flags:
         return PlanResult(Plan(), [], [], error=f"FeatureFlagSet {spec.flag_set} has no flags to roll back")
-    current = without_overrides(set_status.overrides, name)
+    current = without_overrides(held, name)
     before = fs.resolve(set_spec, current).values
     overrides = with_overrides(current, flags, set_spec, name, now)
     after = fs.resolve(set_spec, overrides).values
@@ -132,7 +134,12 @@ def plan_rollback(
         flags=changes,
         unchanged=[f for f in flags if before[f] == after[f]],
         workloads=workloads,
-        checks=[PlannedCheck(name=check.name, type=check.kind, source=source) for source, check in checks],
+        checks=[
+            PlannedCheck(name=check.name, type=check.kind, source=source, spec=check)
+            for source, check in checks
+        ],
+        holds={o.flag: o.value for o in overrides if o.held_by == name},
+        rollout_timeout_seconds=set_spec.rollout.timeout_seconds,
     )
     return PlanResult(plan, overrides, checks)
 

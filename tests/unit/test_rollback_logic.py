@@ -66,7 +66,7 @@ def test_plan_includes_dependents_and_only_the_workloads_that_change() -> None:
     assert [(ch.name, ch.source) for ch in result.plan.checks] == [("a-health", "flag A")]
     assert [(o.flag, o.held_by, o.value) for o in result.overrides] == [("A", "rb", False)]
     # Frozen: the resolved checks, the flags held and the rollout timeout travel with the plan.
-    assert result.plan.checks[0].spec == SET.flags[0].checks[0]
+    assert result.plan.checks[0].spec == SET.flags[0].checks[0].to_api()
     assert result.plan.holds == {"A": False}
     assert result.plan.rollout_timeout_seconds == 600
 

@@ -439,7 +439,7 @@ class RollbackReconciler:
                 c.INTERNAL_ERROR,
                 f"check {planned.name} was planned without its spec (an older flagops); create a new request",
             )
-        return planned.spec
+        return Check.model_validate(planned.spec)
 
     async def _rollout_state(
         self,

@@ -160,9 +160,11 @@ class PlannedCheck(Model):
     name: str = Field(description="Name of the check.")
     type: str = Field(description="http, job, invariant or prometheus.")
     source: str = Field(description="Where it comes from: the request, or flag NAME.")
-    spec: Check | None = Field(
+    spec: dict[str, Any] | None = Field(
         default=None,
         description="The check as resolved when planned; later edits of the set do not change it.",
+        # Validated when the check was written (in the set or the request); kept as it was.
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True, "type": "object"},
     )
 
 

@@ -135,7 +135,7 @@ def plan_rollback(
         unchanged=[f for f in flags if before[f] == after[f]],
         workloads=workloads,
         checks=[
-            PlannedCheck(name=check.name, type=check.kind, source=source, spec=check)
+            PlannedCheck(name=check.name, type=check.kind, source=source, spec=check.to_api())
             for source, check in checks
         ],
         holds={o.flag: o.value for o in overrides if o.held_by == name},

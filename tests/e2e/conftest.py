@@ -72,8 +72,10 @@ class OperatorProcess:
         log: Path,
         metrics_port: int = 0,
         extra_args: tuple[str, ...] = (),
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.extra_args = extra_args
+        self.extra_env = extra_env or {}
         self.kubeconfig = kubeconfig
         self.namespace = namespace
         self.log = log
@@ -110,7 +112,7 @@ class OperatorProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+                env={**os.environ, "KUBECONFIG": str(self.kubeconfig), **self.extra_env},
                 preexec_fn=devcluster.die_with_parent,  # noqa: PLW1509 - no threads at this point
             )
 

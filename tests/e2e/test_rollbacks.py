@@ -178,9 +178,14 @@ def test_lock_holds_until_release(cluster: Cluster, namespace: str, dialog_enabl
 
     patch_rollback(cluster, namespace, "rb", release=True)
     wait_until("the flag to follow the spec again", lambda: served(cluster, namespace, DIALOG) == "true")
-    released = get_rollback(cluster, namespace, "rb")["status"]
-    assert released["locked"] is False and "Released" in released["message"]
-    assert get_set(cluster, namespace)["status"].get("overrides", []) == []
+    # The request says it is released before the set serves the flag again.
+    released = get_rollback(cluster, namespace, "rb")
+    assert released["status"]["locked"] is False and "Released" in released["status"]["message"]
+    assert "flagops.io/holds" not in released["metadata"].get("annotations", {})
+    wait_until(
+        "the set's status to show no lock",
+        lambda: get_set(cluster, namespace)["status"].get("overrides", []) == [],
+    )
 
 
 def test_deleting_the_request_lifts_the_lock(

@@ -435,3 +435,28 @@ def test_merge_patch_nulls_removed_keys_and_is_empty_when_equal() -> None:
     assert logic.merge_patch({"a": 1, "m": {"x": 1, "y": 2}}, {"a": 1, "m": {"x": 1}}) == {"m": {"y": None}}
     assert logic.merge_patch({"l": [1]}, {"l": [1]}) == {}
     assert logic.merge_patch({}, {"l": [1, 2]}) == {"l": [1, 2]}
+
+
+def test_a_configmap_left_by_an_earlier_set_of_the_same_name_is_adopted_and_no_other() -> None:
+    cm = logic.desired_configmap("ns", "s", "old-uid", "flags", {"A": True})
+    assert logic.left_by_predecessor(cm, "s")
+    orphaned = {**cm, "metadata": {**cm["metadata"], "ownerReferences": []}}
+    assert logic.left_by_predecessor(orphaned, "s")
+    assert not logic.left_by_predecessor(cm, "other-set")
+    stranger = {**cm, "metadata": {**cm["metadata"], "labels": {}}}
+    assert not logic.left_by_predecessor(stranger, "s")
+    shared = logic.desired_configmap("ns", "s", "old-uid", "flags", {"A": True})
+    shared["metadata"]["ownerReferences"].append({"kind": "Deployment", "name": "x", "uid": "u"})
+    assert not logic.left_by_predecessor(shared, "s")
+    # Adoption replaces the owner: the patch carries the new set's reference.
+    patch = logic.configmap_patch(cm, logic.desired_configmap("ns", "s", "new-uid", "flags", {"A": True}))
+    assert patch == {
+        "metadata": {"ownerReferences": [logic.owner_reference("FeatureFlagSet", "s", "new-uid")]}
+    }
+
+
+def test_a_configmap_is_intact_while_its_data_matches_its_hash() -> None:
+    cm = logic.desired_configmap("ns", "s", "uid", "flags", {"A": True})
+    assert logic.configmap_intact(cm)
+    edited = {**cm, "data": {**cm["data"], "A": "false"}}
+    assert not logic.configmap_intact(edited)

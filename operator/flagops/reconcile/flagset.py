@@ -169,14 +169,15 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 def left_by_predecessor(obj: Mapping[str, Any], set_name: str) -> bool:
     """A ConfigMap flagops wrote for an earlier set of this name (deleted and re-applied, as a
-    GitOps prune and re-sync does): this set's to adopt, not a stranger's. Names are unique in
-    a namespace, so an owner of this name and another uid no longer exists."""
+    GitOps prune and re-sync does; or orphaned by its deletion): this set's to adopt, not a
+    stranger's. Names are unique in a namespace, so an owner of this name and another uid no
+    longer exists."""
     meta = obj.get("metadata", {})
     labels = meta.get("labels") or {}
-    if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+    if any(labels.get(k) != v for k, v in MANAGED_BY.items()) or labels.get(SET_ANNOTATION) != set_name:
         return False
     refs = meta.get("ownerReferences") or []
-    return bool(refs) and all(
+    return all(
         ref.get("kind") == "FeatureFlagSet"
         and str(ref.get("apiVersion", "")).startswith(f"{API_GROUP}/")
         and ref.get("name") == set_name

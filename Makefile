@@ -5,16 +5,16 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml dev/pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml constraints.txt
+$(STAMP): pyproject.toml dev/pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]' -e dev/
 	@rm -f $(VENV)/.installed-* && touch $@
 
 .PHONY: venv
@@ -30,16 +30,16 @@ prometheus: ## fetch a real Prometheus server (Debian's package, unpacked into t
 
 .PHONY: cluster
 cluster: venv ## start the local control plane (reuses a running one); prints the KUBECONFIG export
-	@$(BIN)/python -m flagops.devcluster up
+	@$(BIN)/python -m flagops_dev.devcluster up
 
 .PHONY: cluster-down
 cluster-down: venv ## stop the local control plane, leaving no process behind
-	@$(BIN)/python -m flagops.devcluster down
+	@$(BIN)/python -m flagops_dev.devcluster down
 
 .PHONY: lint
 lint: venv ## ruff, mypy --strict, import-linter layers, CRDs in sync with the models
-	$(BIN)/ruff check operator tests examples benchmarks hack
-	$(BIN)/ruff format --check operator tests examples benchmarks hack
+	$(BIN)/ruff check operator dev tests examples benchmarks hack
+	$(BIN)/ruff format --check operator dev tests examples benchmarks hack
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/flagops crds --check

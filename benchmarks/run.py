@@ -30,7 +30,7 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
-from flagops import devcluster
+from flagops_dev import devcluster
 
 ROOT = Path(__file__).resolve().parents[1]
 API = ("flagops.io", "v1alpha1")

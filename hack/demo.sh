@@ -13,7 +13,7 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-free_port() { "$py" -c 'from flagops.devcluster import free_port; print(free_port())'; }
+free_port() { "$py" -c 'from flagops_dev.devcluster import free_port; print(free_port())'; }
 promql() {  # an instant query, printed as "value"
   curl -s "$prometheus/api/v1/query" --data-urlencode "query=$1" |
     "$py" -c 'import json,sys; r=json.load(sys.stdin)["data"]["result"]; print(r[0]["value"][1] if r else "empty")'
@@ -31,7 +31,7 @@ eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^kubectl=\(.*\
 bash hack/prometheus/fetch.sh
 
 step "Local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok"
-eval "$("$py" -m flagops.devcluster up)"
+eval "$("$py" -m flagops_dev.devcluster up)"
 show kubectl get nodes
 rm -rf "$run" && mkdir -p "$run"
 kubectl delete namespace $ns --ignore-not-found --wait=true --timeout=60s >/dev/null
@@ -49,7 +49,7 @@ pids+=($!)
 "$py" examples/butler-sim/butler_sim.py --namespace $ns --configmap epic21-flags --port "$butler_port" \
   >"$run/butler.log" 2>&1 &
 pids+=($!)
-"$py" -m flagops.devcluster prometheus --workdir "$run/prometheus" \
+"$py" -m flagops_dev.devcluster prometheus --workdir "$run/prometheus" \
   --target "butler=127.0.0.1:$butler_port,ns=$ns" --target "flagops=127.0.0.1:$metrics_port" \
   >"$run/prometheus.out" 2>&1 &
 pids+=($!)

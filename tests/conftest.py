@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.support import Cluster, kubectl
 
 E2E_DIR = Path(__file__).parent / "e2e"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from flagops.devcluster import ControlPlane
+from flagops_dev.devcluster import ControlPlane
 
 T = TypeVar("T")
 

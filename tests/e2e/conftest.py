@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.e2e.helpers import EXAMPLE, REPO, deployments_settled, wait_ready
 from tests.support import Cluster, Endpoint, kubectl, wait_until
 

@@ -14,7 +14,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
 
 DEPLOYMENT = """
@@ -258,7 +258,7 @@ def test_cli_up_is_idempotent_and_down_leaves_nothing_behind(cluster: Cluster, t
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "flagops.devcluster", *args, "--workdir", str(workdir)],
+            [sys.executable, "-m", "flagops_dev.devcluster", *args, "--workdir", str(workdir)],
             capture_output=True,
             text=True,
             timeout=180,

@@ -160,7 +160,7 @@ def rollback_with(
 def test_prometheus_down_fails_the_check_in_bounded_time(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
-    from flagops.devcluster import free_port  # noqa: PLC0415
+    from flagops_dev.devcluster import free_port  # noqa: PLC0415
 
     down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     status = rollback_with(

@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,

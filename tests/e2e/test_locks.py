@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,

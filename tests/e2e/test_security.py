@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flagops import devcluster
+from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     REPO,

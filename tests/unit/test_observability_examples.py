@@ -10,7 +10,8 @@ from pathlib import Path
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from flagops import devcluster, metrics
+from flagops import metrics
+from flagops_dev import devcluster
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "observability"
 SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")

@@ -8,7 +8,7 @@ and pods Running without containers. Everything binds to 127.0.0.1 on free ports
 Two ways to own the processes:
 - `ControlPlane.start(bound_to_caller=True)`: the components die with the calling
   process (PR_SET_PDEATHSIG), so a test run killed with SIGKILL leaves nothing behind;
-- `python -m flagops.devcluster up|down|status`: a detached cluster whose pids and ports
+- `python -m flagops_dev.devcluster up|down|status`: a detached cluster whose pids and ports
   live in `<workdir>/state.json`, so `up` is idempotent and `down` stops it from anywhere.
 
 This module is development tooling: the operator never imports it.
@@ -655,7 +655,9 @@ def running_cluster(workdir: Path) -> Iterator[ControlPlane]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m flagops.devcluster", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m flagops_dev.devcluster", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=("up", "down", "status", "build", "prometheus"))
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument(

@@ -1,0 +1,180 @@
+"""The reconcilers, pass by pass, against an in-memory API (tests/fake_kube.py).
+
+The e2e tests prove the same behaviour on a real control plane; here each write can be made
+the last one a process does before it dies, which a real cluster cannot do on demand.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+from typing import Any
+
+import pytest
+
+from flagops.controller.events import EventRecorder
+from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.rollbacks import RollbackReconciler
+from flagops.notify import Notifier
+from flagops.reconcile import locks
+from flagops.reconcile.flagset import HASH_ANNOTATION
+from flagops.reconcile.targets import TargetPolicy
+from tests.fake_kube import Crash, FakeKube
+
+NS = "team"
+DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
+
+
+def deployment(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"replicas": 1, "template": {"metadata": {"labels": {"app": name}}, "spec": {}}},
+    }
+
+
+def flagset(checks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "FeatureFlagSet",
+        "metadata": {"name": "epic21", "namespace": NS},
+        "spec": {
+            "configMap": "epic21-flags",
+            "flags": [
+                {"name": DIALOG, "enabled": True, "workloads": [{"name": "butler"}], "checks": checks or []},
+                {"name": "USE_NEW_STORAGE_ADAPTER", "enabled": False, "workloads": [{"name": "api"}]},
+            ],
+        },
+    }
+
+
+def rollback(name: str = "rb", **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG], **spec},
+    }
+
+
+class Operator:
+    """One operator process: its reconcilers and their in-memory state (lost in a crash)."""
+
+    def __init__(self, api: FakeKube) -> None:
+        self.now = datetime.datetime.now(datetime.UTC)
+        events = EventRecorder(api, instance="test")  # type: ignore[arg-type]
+        self.flagsets = FlagSetReconciler(api, events, clock=self.clock)  # type: ignore[arg-type]
+        self.rollbacks = RollbackReconciler(
+            api,  # type: ignore[arg-type]
+            events,
+            self.flagsets,
+            enqueue_set=lambda namespace, name: None,
+            notifier=Notifier(api),  # type: ignore[arg-type]
+            targets=TargetPolicy(),
+            clock=self.clock,
+        )
+
+    def clock(self) -> datetime.datetime:
+        return self.now
+
+    async def settle(self, api: FakeKube, *, passes: int = 30) -> None:
+        """Run set and request passes, a second apart, until the request ends."""
+        for _ in range(passes):
+            self.now += datetime.timedelta(seconds=1)
+            await self.flagsets.reconcile(NS, "epic21")
+            for (plural, _, name), _obj in list(api.objects.items()):
+                if plural == "rollbackrequests":
+                    await self.rollbacks.reconcile(NS, name)
+            request = api.obj("rollbackrequests", NS, "rb")
+            phase = (request or {}).get("status", {}).get("phase")
+            if request is None or phase in ("Succeeded", "Failed", "Aborted", "Planned"):
+                await self.flagsets.reconcile(NS, "epic21")
+                return
+
+
+def served(api: FakeKube) -> str:
+    return str(api.obj("configmaps", NS, "epic21-flags")["data"][DIALOG])  # type: ignore[index]
+
+
+def butler_restarts(api: FakeKube) -> int:
+    return sum(1 for p in api.patches_of("deployments", "butler") if "template" in p.get("spec", {}))
+
+
+@pytest.fixture
+async def deployed() -> FakeKube:
+    """Stage 21_01a deployed: the flag on, butler restarted once to take it."""
+    api = FakeKube()
+    for name in ("butler", "api"):
+        api.put("deployments", deployment(name))
+    api.put("featureflagsets", flagset())
+    await Operator(api).settle(api)
+    assert served(api) == "true"
+    return api
+
+
+async def test_a_rollback_runs_to_succeeded_and_holds_the_flag_on_the_request(deployed: FakeKube) -> None:
+    api, before = deployed, butler_restarts(deployed)
+    api.put("rollbackrequests", rollback())
+    await Operator(api).settle(api)
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None and request["status"]["phase"] == "Succeeded"
+    assert served(api) == "false"
+    assert butler_restarts(api) == before + 1
+    assert locks.held_annotation(request) is not None
+
+
+async def test_a_wiped_set_status_changes_nothing_that_is_served(deployed: FakeKube) -> None:
+    api = deployed
+    api.put("rollbackrequests", rollback())
+    operator = Operator(api)
+    await operator.settle(api)
+    restarts = butler_restarts(api)
+    await api.patch(
+        "/apis/flagops.io/v1alpha1/namespaces/team/featureflagsets/epic21/status", {"status": None}
+    )
+    await operator.flagsets.reconcile(NS, "epic21")
+    assert served(api) == "false" and butler_restarts(api) == restarts
+    status = api.obj("featureflagsets", NS, "epic21")["status"]  # type: ignore[index]
+    assert [(o["flag"], o["heldBy"]) for o in status["overrides"]] == [(DIALOG, "rb")]
+
+
+async def test_a_check_removed_from_the_set_does_not_change_a_running_rollback(deployed: FakeKube) -> None:
+    api = deployed
+    check = {"name": "ready", "intervalSeconds": 1, "job": {"template": {"template": {"spec": {}}}}}
+    await api.patch(
+        "/apis/flagops.io/v1alpha1/namespaces/team/featureflagsets/epic21", {"spec": flagset([check])["spec"]}
+    )
+    api.put("rollbackrequests", rollback())
+    operator = Operator(api)
+    await operator.settle(api, passes=4)
+    assert api.obj("rollbackrequests", NS, "rb")["status"]["phase"] == "Validating"  # type: ignore[index]
+    await api.patch(
+        "/apis/flagops.io/v1alpha1/namespaces/team/featureflagsets/epic21", {"spec": flagset()["spec"]}
+    )
+    job = api.obj("jobs", NS, "rb-ready")
+    assert job is not None
+    job["status"] = {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}
+    await operator.settle(api)
+    status = api.obj("rollbackrequests", NS, "rb")["status"]  # type: ignore[index]
+    assert status["phase"] == "Succeeded", status["message"]
+    assert [c["phase"] for c in status["checks"]] == ["Passed"]
+
+
+@pytest.mark.parametrize("crash_at", range(1, 18))  # every write of the rollback (17)
+async def test_a_crash_after_any_write_resumes_to_the_same_end_without_a_second_restart(
+    deployed: FakeKube, crash_at: int
+) -> None:
+    api, before = deployed, butler_restarts(deployed)
+    api.put("rollbackrequests", rollback())
+    api.crash_after(crash_at)
+    with contextlib.suppress(Crash):
+        await Operator(api).settle(api)
+    await Operator(api).settle(api)  # a new process: nothing survives but what the API holds
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None and request["status"]["phase"] == "Succeeded", request.get("status")
+    assert served(api) == "false"
+    assert butler_restarts(api) == before + 1
+    butler = api.obj("deployments", NS, "butler")
+    held_hash = butler["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]  # type: ignore[index]
+    assert held_hash == request["status"]["plan"]["workloads"][0]["toHash"]

@@ -110,7 +110,7 @@ class FakeKube:
             "POST", path, body, lambda: self._store(plural, namespace, name, copy.deepcopy(body), new=True)
         )
 
-    async def patch(self, path: str, patch: Any, *, patch_type: str = "merge") -> Body:
+    async def patch(self, path: str, patch: Any) -> Body:
         plural, namespace, name, sub = parse(path)
         current = self.objects.get((plural, namespace, name or ""))
         if current is None:
@@ -136,9 +136,12 @@ class FakeKube:
 
         return self._write("PATCH", path, patch, apply)
 
-    async def delete(self, path: str, *, propagation: str = "Background") -> None:
-        plural, namespace, name, _ = parse(path)
-        self.objects.pop((plural, namespace, name or ""), None)
+    async def patch_status(self, resource: kube.Resource, body: Body, patch: Mapping[str, Any]) -> Body:
+        meta = body["metadata"]
+        return await self.patch(
+            resource.path(meta["namespace"], meta["name"], "status"),
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+        )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         raise kube.SecretNotUsable(f"Secret {namespace}/{name}: the fake API has no Secrets")

@@ -17,7 +17,7 @@ import ssl
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import aiohttp
 from kubernetes import client as k8s_client
@@ -27,12 +27,7 @@ from flagops import metrics
 
 logger = logging.getLogger(__name__)
 
-PatchType = Literal["merge", "json", "strategic"]
-_PATCH_CONTENT_TYPES: Final = {
-    "merge": "application/merge-patch+json",
-    "json": "application/json-patch+json",
-    "strategic": "application/strategic-merge-patch+json",
-}
+MERGE_PATCH: Final = "application/merge-patch+json"
 _RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0)
 FIELD_MANAGER: Final = "flagops"
 
@@ -63,10 +58,6 @@ class ApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
-
-    @property
-    def forbidden(self) -> bool:
-        return self.status == 403
 
 
 @dataclass(frozen=True)
@@ -267,21 +258,20 @@ class Kube:
     async def create(self, path: str, body: Body) -> Body:
         return await self.request("POST", path, body=body, params={"fieldManager": FIELD_MANAGER})  # type: ignore[no-any-return]
 
-    async def patch(self, path: str, patch: Any, *, patch_type: PatchType = "merge") -> Body:
+    async def patch(self, path: str, patch: Any) -> Body:
+        """A JSON merge patch."""
         return await self.request(  # type: ignore[no-any-return]
-            "PATCH",
-            path,
-            body=patch,
-            params={"fieldManager": FIELD_MANAGER},
-            content_type=_PATCH_CONTENT_TYPES[patch_type],
+            "PATCH", path, body=patch, params={"fieldManager": FIELD_MANAGER}, content_type=MERGE_PATCH
         )
 
-    async def delete(self, path: str, *, propagation: str = "Background") -> None:
-        try:
-            await self.request("DELETE", path, body={"propagationPolicy": propagation})
-        except ApiError as err:
-            if not err.not_found:
-                raise
+    async def patch_status(self, resource: Resource, body: Body, patch: Mapping[str, Any]) -> Body:
+        """The one way flagops writes a status: a merge patch of the status subresource, guarded by
+        the resourceVersion it was computed from (a concurrent writer gets a 409 and retries)."""
+        meta = body["metadata"]
+        return await self.patch(
+            resource.path(meta["namespace"], meta["name"], "status"),
+            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
+        )
 
     async def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret that opted in to flagops (SECRET_OPT_IN); SecretNotUsable otherwise.

@@ -86,10 +86,7 @@ class FlagSetReconciler:
                 return False
             patch = change(parse_status(body.get("status")))
             if patch:
-                await self._kube.patch(
-                    kube.FLAGSETS.path(namespace, name, "status"),
-                    {"metadata": {"resourceVersion": body["metadata"]["resourceVersion"]}, "status": patch},
-                )
+                await self._kube.patch_status(kube.FLAGSETS, body, patch)
             return True
 
     async def give_up(self, namespace: str, name: str, error: str, attempts: int) -> None:
@@ -283,14 +280,8 @@ class FlagSetReconciler:
     async def _write_status(self, body: dict[str, Any], status: FeatureFlagSetStatus) -> None:
         new = status.to_api()
         patch = logic.merge_patch(body.get("status") or {}, new)
-        if not patch:
-            return
-        meta = body["metadata"]
-        await self._kube.patch(
-            kube.FLAGSETS.path(meta["namespace"], meta["name"], "status"),
-            # The resourceVersion makes this a compare-and-swap: a concurrent writer gets a 409.
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
-        )
+        if patch:
+            await self._kube.patch_status(kube.FLAGSETS, body, patch)
 
     async def _write_invalid(
         self,

@@ -24,7 +24,7 @@ from flagops.checks import job as job_probe
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler, parse_status, utcnow, validation_message
 from flagops.models.checks import Check
-from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, WorkloadState
 from flagops.models.rollback import (
     CheckPhase,
     CheckResult,
@@ -102,7 +102,7 @@ class RollbackReconciler:
             spec = RollbackRequestSpec.model_validate(body.get("spec") or {})
         except ValidationError as err:
             status = self._status(body)
-            if status.phase and Phase(status.phase).terminal:
+            if status.phase and status.phase.terminal:
                 return None
             return await self._finish(
                 body,
@@ -112,7 +112,7 @@ class RollbackReconciler:
                 validation_message(err),
             )
         status = self._status(body)
-        phase = Phase(status.phase) if status.phase else Phase.PENDING
+        phase = status.phase or Phase.PENDING
         if phase.terminal:
             if spec.release and (status.locked or locks.held_annotation(body) is not None):
                 await self._release(body, spec, status)
@@ -144,7 +144,7 @@ class RollbackReconciler:
         if body is None:
             return
         status = self._status(body)
-        if status.phase and Phase(status.phase).terminal:
+        if status.phase and status.phase.terminal:
             return
         held = f"{', '.join(status.applied)} stay held at the safe value (release or delete the request)"
         message = (
@@ -463,7 +463,7 @@ class RollbackReconciler:
                     WorkloadResult(
                         kind=planned.kind,
                         name=planned.name,
-                        state="Missing",
+                        state=WorkloadState.MISSING,
                         message="deleted during the rollback; nothing to restart",
                     )
                 )
@@ -474,7 +474,7 @@ class RollbackReconciler:
                     WorkloadResult(
                         kind=planned.kind,
                         name=planned.name,
-                        state="Pending",
+                        state=WorkloadState.PENDING,
                         message="waiting for flagops to restart it",
                     )
                 )
@@ -487,13 +487,15 @@ class RollbackReconciler:
                 )
             if progress.done:
                 ready_at = (
-                    prev.ready_at if prev and prev.state == "Ready" and prev.ready_at else self._clock()
+                    prev.ready_at
+                    if prev and prev.state == WorkloadState.READY and prev.ready_at
+                    else self._clock()
                 )
                 results.append(
                     WorkloadResult(
                         kind=planned.kind,
                         name=planned.name,
-                        state="Ready",
+                        state=WorkloadState.READY,
                         message=progress.message,
                         ready_at=ready_at,
                     )
@@ -502,7 +504,10 @@ class RollbackReconciler:
                 done = False
                 results.append(
                     WorkloadResult(
-                        kind=planned.kind, name=planned.name, state="Progressing", message=progress.message
+                        kind=planned.kind,
+                        name=planned.name,
+                        state=WorkloadState.PROGRESSING,
+                        message=progress.message,
                     )
                 )
         return done, results
@@ -512,7 +517,9 @@ class RollbackReconciler:
     ) -> None:
         if since is not None and (self._clock() - since).total_seconds() > timeout:
             late = [
-                f"{w.kind.lower()}/{w.name} ({w.message})" for w in status.workloads if w.state != "Ready"
+                f"{w.kind.lower()}/{w.name} ({w.message})"
+                for w in status.workloads
+                if w.state != WorkloadState.READY
             ]
             raise Failure(
                 c.ROLLOUT_TIMEOUT,
@@ -557,7 +564,9 @@ class RollbackReconciler:
         return Measurement(at=now, value=observed, passed=job_passed, message=message)
 
     def _progress_message(self, results: list[WorkloadResult]) -> str:
-        waiting = [f"{r.kind.lower()}/{r.name}: {r.message}" for r in results if r.state != "Ready"]
+        waiting = [
+            f"{r.kind.lower()}/{r.name}: {r.message}" for r in results if r.state != WorkloadState.READY
+        ]
         return "rolling out: " + "; ".join(waiting) if waiting else "restarts complete"
 
     def _checks_message(self, results: list[CheckResult]) -> str:
@@ -641,7 +650,7 @@ class RollbackReconciler:
     ) -> None:
         """Metrics and the webhook, once per phase change (after the status write)."""
         meta, spec = body["metadata"], body.get("spec") or {}
-        phase = Phase(status.phase or Phase.PENDING)
+        phase = status.phase or Phase.PENDING
         if phase.terminal:
             metrics.ROLLBACKS.labels(str(phase)).inc()
             for stage, value in status.seconds.model_dump(by_alias=False).items():
@@ -694,13 +703,7 @@ class RollbackReconciler:
     async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> dict[str, Any]:
         """The one status write (resourceVersion-guarded); returns the object as written."""
         patch = fs.merge_patch(body.get("status") or {}, status.to_api())
-        if not patch:
-            return body
-        meta = body["metadata"]
-        return await self._kube.patch(
-            kube.ROLLBACKS.path(meta["namespace"], meta["name"], "status"),
-            {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch},
-        )
+        return await self._kube.patch_status(kube.ROLLBACKS, body, patch) if patch else body
 
     def _wait(self, namespace: str, name: str, workloads: list[PlannedWorkload]) -> None:
         for w in workloads:

@@ -20,7 +20,7 @@ from flagops.checks import ProbeError
 from flagops.checks.http import Prober
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import Clock, FlagSetReconciler, parse_status, utcnow
-from flagops.models.flagset import FeatureFlagSetSpec, Flag, Trigger, TriggerStatus
+from flagops.models.flagset import FeatureFlagSetSpec, Flag, Trigger, TriggerState, TriggerStatus
 from flagops.models.rollback import Phase
 from flagops.notify import Notifier
 from flagops.reconcile import flagset as fs
@@ -29,7 +29,7 @@ from flagops.reconcile import rollback as rollback_logic
 
 logger = logging.getLogger(__name__)
 
-OK, BREACHING, FIRED, ERROR = "OK", "Breaching", "Fired", "Error"
+OK, BREACHING, FIRED, ERROR = TriggerState.OK, TriggerState.BREACHING, TriggerState.FIRED, TriggerState.ERROR
 
 
 def request_name(flagset: str, flag: str, since: datetime.datetime) -> str:

@@ -39,7 +39,6 @@ class Model(BaseModel):
         alias_generator=to_camel,
         populate_by_name=True,
         extra="ignore",
-        use_enum_values=True,
     )
 
     def to_api(self) -> dict[str, Any]:

@@ -317,10 +317,17 @@ class ApplyTimings(Model):
     )
 
 
+class TriggerState(StrEnum):
+    OK = "OK"
+    BREACHING = "Breaching"
+    FIRED = "Fired"
+    ERROR = "Error"
+
+
 class TriggerStatus(Model):
     flag: str = Field(description="The flag the trigger watches.")
     name: str = Field(description="The trigger.")
-    state: str = Field(description="OK, Breaching, Fired or Error.")
+    state: TriggerState = Field(description="OK, Breaching, Fired or Error.")
     since: datetime.datetime | None = Field(default=None, description="When the state began.")
     value: str = Field(default="", description="The value that caused the state.")
     message: str = Field(default="", description="Details.")

@@ -17,7 +17,7 @@ from flagops.models.common import (
     ObjectName,
     cel,
 )
-from flagops.models.flagset import MAX_FLAGS, Scenario, WorkloadKind
+from flagops.models.flagset import MAX_FLAGS, Scenario, WorkloadKind, WorkloadState
 
 IMMUTABLE = (
     "spec is immutable once created (only approved, abort and release may change); create a new request"
@@ -243,7 +243,9 @@ class CheckResult(Model):
 class WorkloadResult(Model):
     kind: WorkloadKind = Field(description="Kind of the workload.")
     name: str = Field(description="Name of the workload.")
-    state: str = Field(default="Pending", description="Pending, Progressing, Ready or Failed.")
+    state: WorkloadState = Field(
+        default=WorkloadState.PENDING, description="Pending, Progressing, Ready or Missing."
+    )
     message: str = Field(default="", description="Details.")
     ready_at: datetime.datetime | None = Field(default=None, description="When its rollout completed.")
 

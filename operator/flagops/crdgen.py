@@ -9,6 +9,7 @@ Helm chart's copy. `flagops crds --check` fails when the committed files are sta
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,23 @@ ROLLBACK_REQUEST = Kind(
 KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET, ROLLBACK_REQUEST)
 
 
+def _nullable(node: dict[str, Any], walk: Callable[[Any], Any]) -> dict[str, Any]:
+    """`anyOf: [X, null]` (pydantic's Optional) becomes X with `nullable: true`."""
+    any_of = node.get("anyOf")
+    if not any_of or not any(option == {"type": "null"} for option in any_of):
+        return node
+    rest = [option for option in any_of if option != {"type": "null"}]
+    node.pop("anyOf")
+    if len(rest) == 1:
+        node = {**walk(rest[0]), **{k: v for k, v in node.items() if k != "default" or v is not None}}
+    else:
+        node["anyOf"] = rest
+    node["nullable"] = True
+    if node.get("default", 0) is None:
+        node.pop("default")
+    return node
+
+
 def structural(schema: dict[str, Any]) -> dict[str, Any]:
     """Inline $refs, turn `anyOf: [X, null]` into nullable X, drop what CRDs reject."""
     defs = schema.get("$defs", {})
@@ -121,18 +139,7 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
             target = copy.deepcopy(defs[node.pop("$ref").split("/")[-1]])
             # Field-level siblings (description, default, extensions) win over the model's.
             node = {**target, **node}
-        any_of = node.get("anyOf")
-        if any_of and any(option == {"type": "null"} for option in any_of):
-            rest = [option for option in any_of if option != {"type": "null"}]
-            node.pop("anyOf")
-            if len(rest) == 1:
-                inner = walk(rest[0])
-                node = {**inner, **{k: v for k, v in node.items() if k != "default" or v is not None}}
-            else:
-                node["anyOf"] = rest
-            node["nullable"] = True
-            if node.get("default", 0) is None:
-                node.pop("default")
+        node = _nullable(node, walk)
         if "const" in node:
             node["enum"] = [node.pop("const")]
         for key in ("title", "$defs"):

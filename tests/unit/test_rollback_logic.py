@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from flagops import conditions as c
-from flagops.controller import triggers
 from flagops.models.checks import Check, Comparison, InvariantComparison
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, FlagStatus, Override, Scenario
 from flagops.models.rollback import (
@@ -19,7 +18,7 @@ from flagops.models.rollback import (
     RollbackRequestSpec,
     RollbackRequestStatus,
 )
-from flagops.reconcile import locks
+from flagops.reconcile import locks, triggers
 from flagops.reconcile import rollback as logic
 
 NOW = datetime.datetime(2026, 11, 25, 12, 0, tzinfo=datetime.UTC)

@@ -120,23 +120,18 @@ class RollbackReconciler:
             return None
         if spec.abort:
             return await self._abort(body, spec, status, phase)
+        step = {
+            Phase.PENDING: self._start,
+            Phase.AWAITING_APPROVAL: self._await_approval,
+            Phase.APPLYING: self._apply,
+            Phase.ROLLING_OUT: self._roll_out,
+            Phase.VALIDATING: self._validate,
+            Phase.RESTORING: self._restore,
+        }[phase]
         try:
-            match phase:
-                case Phase.PENDING:
-                    return await self._start(body, spec, status)
-                case Phase.AWAITING_APPROVAL:
-                    return await self._await_approval(body, spec, status)
-                case Phase.APPLYING:
-                    return await self._apply(body, spec, status)
-                case Phase.ROLLING_OUT:
-                    return await self._roll_out(body, spec, status)
-                case Phase.VALIDATING:
-                    return await self._validate(body, spec, status)
-                case Phase.RESTORING:
-                    return await self._restore(body, spec, status)
+            return await step(body, spec, status)
         except Failure as failure:
             return await self._finish(body, status, Phase.FAILED, failure.reason, failure.message)
-        raise AssertionError(phase)
 
     async def give_up(self, namespace: str, name: str, error: str, attempts: int) -> None:
         """After repeated unexpected errors: Failed with InternalError, saying what failed."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from flagops import conditions as c
-from flagops.models.common import API_VERSION, ConditionStatus
+from flagops.models.common import API_VERSION, Condition, ConditionStatus
 from flagops.models.common import GROUP as API_GROUP
 from flagops.models.flagset import (
     ApplyTimings,
@@ -446,62 +446,70 @@ def flag_statuses(
     return result
 
 
-def build_status(
-    *,
-    generation: int,
+def apply_timings(
     previous: FeatureFlagSetStatus,
-    resolution: Resolution,
-    overrides: list[Override],
-    cm_name: str,
     cm_hash: str | None,
-    cm_conflict: str | None,
     workloads: list[WorkloadStatus],
-    strategy: RolloutStrategy,
     now: datetime.datetime,
-) -> FeatureFlagSetStatus:
-    """The full status for what was decided (and written) in this pass."""
-    values = resolution.values
-    conds = list(previous.conditions)
+) -> ApplyTimings:
+    """Timings of the last apply: a new one starts whenever the served data changes."""
+    timings = previous.last_apply or ApplyTimings()
+    prev_hash = previous.config_map.hash if previous.config_map else ""
+    if cm_hash and cm_hash != prev_hash:
+        timings = ApplyTimings(started_at=now, config_map_written_at=now, config_map_seconds=0.0)
+    settling = any(w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING) for w in workloads)
+    if timings.started_at and not settling and timings.rollouts_completed_at is None and cm_hash:
+        done = max(max((w.ready_at for w in workloads if w.ready_at), default=now), timings.started_at)
+        seconds = round((done - timings.started_at).total_seconds(), 3)
+        timings = timings.model_copy(update={"rollouts_completed_at": done, "rollout_seconds": seconds})
+    return timings
+
+
+def problems(
+    resolution: Resolution, cm_conflict: str | None, workloads: list[WorkloadStatus]
+) -> list[tuple[str, str]]:
+    """What keeps the set from serving its spec, as (reason, message to act on), worst first."""
+    found: list[tuple[str, str]] = []
+    if cm_conflict:
+        found.append((c.CONFIG_MAP_CONFLICT, cm_conflict))
+    by_state = {WorkloadState.MISSING: c.WORKLOAD_MISSING, WorkloadState.CONFLICT: c.WORKLOAD_CONFLICT}
+    found += [(by_state[w.state], w.message) for w in workloads if w.state in by_state]
+    found += [
+        (c.ROLLOUT_FAILED, f"{w.kind} {w.name}: {w.message}")
+        for w in workloads
+        if w.state == WorkloadState.FAILED
+    ]
+    if resolution.cycle:
+        found.append((c.DEPENDENCY_CYCLE, resolution.blocked[resolution.cycle[0]]))
+    found += [
+        (c.PREREQUISITE_DISABLED, why)
+        for name, why in resolution.blocked.items()
+        if name not in resolution.cycle
+    ]
+    return found
+
+
+def set_conditions(
+    previous: list[Condition],
+    *,
+    found: list[tuple[str, str]],
+    progressing: list[WorkloadStatus],
+    cm_conflict: str | None,
+    strategy: RolloutStrategy,
+    ready_message: str,
+    overrides: list[Override],
+    now: datetime.datetime,
+    generation: int,
+) -> list[Condition]:
+    """Degraded, Progressing, Ready and Overridden, from what the pass found."""
+    conds = list(previous)
 
     def put(type_: str, status: ConditionStatus, reason: str, message: str) -> None:
         nonlocal conds
         conds = c.set_condition(conds, type_, status, reason, message, now=now, generation=generation)
 
-    # Timings of the last apply: a new one starts whenever the served data changes.
-    timings = previous.last_apply or ApplyTimings()
-    prev_hash = previous.config_map.hash if previous.config_map else ""
-    if cm_hash and cm_hash != prev_hash:
-        timings = ApplyTimings(started_at=now, config_map_written_at=now, config_map_seconds=0.0)
-    progressing = [w for w in workloads if w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING)]
-    failed = [w for w in workloads if w.state == WorkloadState.FAILED]
-    if timings.started_at and not progressing and timings.rollouts_completed_at is None and cm_hash:
-        done = max((w.ready_at for w in workloads if w.ready_at), default=now)
-        done = max(done, timings.started_at)
-        timings = timings.model_copy(
-            update={
-                "rollouts_completed_at": done,
-                "rollout_seconds": round((done - timings.started_at).total_seconds(), 3),
-            }
-        )
-
-    problems: list[tuple[str, str]] = []
-    if cm_conflict:
-        problems.append((c.CONFIG_MAP_CONFLICT, cm_conflict))
-    for w in workloads:
-        if w.state == WorkloadState.MISSING:
-            problems.append((c.WORKLOAD_MISSING, w.message))
-        elif w.state == WorkloadState.CONFLICT:
-            problems.append((c.WORKLOAD_CONFLICT, w.message))
-    for w in failed:
-        problems.append((c.ROLLOUT_FAILED, f"{w.kind} {w.name}: {w.message}"))
-    if resolution.cycle:
-        problems.append((c.DEPENDENCY_CYCLE, resolution.blocked[resolution.cycle[0]]))
-    for name, why in resolution.blocked.items():
-        if name not in resolution.cycle:
-            problems.append((c.PREREQUISITE_DISABLED, why))
-
-    if problems:
-        put(c.DEGRADED, ConditionStatus.TRUE, problems[0][0], "; ".join(m for _, m in problems))
+    if found:
+        put(c.DEGRADED, ConditionStatus.TRUE, found[0][0], "; ".join(m for _, m in found))
     else:
         put(c.DEGRADED, ConditionStatus.FALSE, c.AS_EXPECTED, "all flags served as specified")
 
@@ -530,32 +538,56 @@ def build_status(
             "every consuming workload runs the served flags",
         )
 
-    if problems:
-        put(c.READY, ConditionStatus.FALSE, problems[0][0], problems[0][1])
+    if found:
+        put(c.READY, ConditionStatus.FALSE, found[0][0], found[0][1])
     elif progressing:
         put(c.READY, ConditionStatus.FALSE, c.ROLLOUT_IN_PROGRESS, "waiting for workloads to roll out")
     else:
-        put(
-            c.READY,
-            ConditionStatus.TRUE,
-            c.APPLIED,
-            f"{sum(values.values())} of {len(values)} flags enabled, served from ConfigMap {cm_name}",
-        )
+        put(c.READY, ConditionStatus.TRUE, c.APPLIED, ready_message)
 
     if overrides:
         held = "; ".join(
             f"{o.flag} held at {str(o.value).lower()} by RollbackRequest {o.held_by}" for o in overrides
         )
-        put(
-            c.OVERRIDDEN,
-            ConditionStatus.TRUE,
-            c.HELD_BY_ROLLBACK,
+        message = (
             f"{held}. The spec's value takes effect again once the request is released (spec.release: true) "
-            "or deleted",
+            "or deleted"
         )
+        put(c.OVERRIDDEN, ConditionStatus.TRUE, c.HELD_BY_ROLLBACK, message)
     else:
         put(c.OVERRIDDEN, ConditionStatus.FALSE, c.NO_OVERRIDES, "no flag is held by a rollback")
+    return conds
 
+
+def build_status(
+    *,
+    generation: int,
+    previous: FeatureFlagSetStatus,
+    resolution: Resolution,
+    overrides: list[Override],
+    cm_name: str,
+    cm_hash: str | None,
+    cm_conflict: str | None,
+    workloads: list[WorkloadStatus],
+    strategy: RolloutStrategy,
+    now: datetime.datetime,
+) -> FeatureFlagSetStatus:
+    """The full status for what was decided (and written) in this pass."""
+    values = resolution.values
+    timings = apply_timings(previous, cm_hash, workloads, now)
+    conds = set_conditions(
+        previous.conditions,
+        found=problems(resolution, cm_conflict, workloads),
+        progressing=[w for w in workloads if w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING)],
+        cm_conflict=cm_conflict,
+        strategy=strategy,
+        ready_message=f"{sum(values.values())} of {len(values)} flags enabled, "
+        f"served from ConfigMap {cm_name}",
+        overrides=overrides,
+        now=now,
+        generation=generation,
+    )
+    prev_hash = previous.config_map.hash if previous.config_map else ""
     return FeatureFlagSetStatus(
         observed_generation=generation,
         conditions=conds,

@@ -1,7 +1,7 @@
 """Probes: how each kind of check takes one measurement (the I/O side of a check).
 
 The policy (interval, successes, failure limit, deadline) is the same for every kind and
-lives in flagops.reconcile.rollback.record.
+lives in flagops.reconcile.rollback.record; probes.py has one probe per kind, behind one protocol.
 """
 
 

@@ -18,9 +18,8 @@ from pydantic import ValidationError
 
 from flagops import conditions as c
 from flagops import kube, metrics
-from flagops.checks import ProbeError, Refused
+from flagops.checks import ProbeError, Refused, probes
 from flagops.checks import http as http_probe
-from flagops.checks import job as job_probe
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler, parse_status, utcnow, validation_message
 from flagops.models.checks import Check
@@ -213,20 +212,19 @@ class RollbackReconciler:
             if planned.name in results:
                 continue
             check = self._check(planned)
-            result = CheckResult(name=check.name, type=check.kind, source=planned.source)
-            if check.invariant is not None:
-                try:
-                    baseline = await self.prober.read_value(check.invariant.http)
-                except Refused as err:
-                    raise Failure(err.reason, f"check {check.name}: {err}; nothing was changed") from err
-                except ProbeError as err:
-                    raise Failure(
-                        c.BASELINE_UNAVAILABLE,
-                        f"check {check.name}: could not read the value before the rollback ({err}); "
-                        "nothing was changed",
-                    ) from err
-                result = result.model_copy(update={"baseline": baseline})
-            results[planned.name] = result
+            try:
+                baseline = await probes.probe(check).baseline(self._context(body), check)
+            except Refused as err:
+                raise Failure(err.reason, f"check {check.name}: {err}; nothing was changed") from err
+            except ProbeError as err:
+                raise Failure(
+                    c.BASELINE_UNAVAILABLE,
+                    f"check {check.name}: could not read the value before the rollback ({err}); "
+                    "nothing was changed",
+                ) from err
+            results[planned.name] = CheckResult(
+                name=check.name, type=check.kind, source=planned.source, baseline=baseline
+            )
         status = status.model_copy(update={"checks": [results[p.name] for p in plan.checks]})
 
         if await self._kube.get(kube.FLAGSETS.path(namespace, spec.flag_set)) is None:
@@ -265,18 +263,11 @@ class RollbackReconciler:
         started = []
         for result in status.checks:
             check = self._check(planned[result.name])
-            target = None
-            if check.job is not None:
-                manifest = job_probe.job_manifest(
-                    body, check.name, check.job.template, check.deadline_seconds
-                )
-                await job_probe.ensure(self._kube, manifest)
-                target = f"Job {manifest['metadata']['namespace']}/{manifest['metadata']['name']}"
-            started.append(
-                logic.start_check(result.source, check, now, target).model_copy(
-                    update={"baseline": result.baseline}
-                )
-            )
+            probe = probes.probe(check)
+            described, expectation = probe.describe(check)
+            target = await probe.start(self._context(body), check) or described
+            begun = logic.start_check(result.source, check, now, target=target, expectation=expectation)
+            started.append(begun.model_copy(update={"baseline": result.baseline}))
         status = status.model_copy(update={"rollout_completed_at": now, "checks": started})
         message = f"validating: {len(started)} check(s)" if started else "no checks to run"
         return await self._save(body, status, Phase.VALIDATING, c.VALIDATING, message)
@@ -522,41 +513,20 @@ class RollbackReconciler:
                 f"{', '.join(late)}; check their pods and events",
             )
 
-    async def _measure(self, body: dict[str, Any], check: Check, result: CheckResult) -> Measurement | None:
+    async def _measure(self, body: dict[str, Any], check: Check, result: CheckResult) -> Measurement:
         now = self._clock()
         try:
-            if check.http is not None:
-                value, passed, message = await self.prober.measure(check.http)
-                return Measurement(at=now, value=value, passed=passed, message=message)
-            if check.invariant is not None:
-                value = await self.prober.read_value(check.invariant.http)
-                ok, message = logic.compare_invariant(
-                    check.invariant.comparison, result.baseline or "null", value
-                )
-                return Measurement(at=now, value=value, passed=ok, message=message)
-            if check.prometheus is not None:
-                ref = check.prometheus.bearer_token_secret_ref
-                token = (
-                    await self._kube.secret_value(body["metadata"]["namespace"], ref.name, ref.key)
-                    if ref
-                    else None
-                )
-                values = await self.prober.query(check.prometheus, token)
-                observed, verdict, message = logic.judge_query(check.prometheus, values)
-                return Measurement(at=now, value=observed, passed=verdict, message=message)
+            value, passed, message = await probes.probe(check).measure(self._context(body), check, result)
         except kube.SecretNotUsable as err:
             return Measurement(at=now, passed=False, message=str(err), refused=c.SECRET_NOT_USABLE)
         except Refused as err:
             return Measurement(at=now, passed=False, message=str(err), refused=err.reason)
         except ProbeError as err:
             return Measurement(at=now, passed=False, message=str(err))
-        assert check.job is not None
-        name = job_probe.job_name(body["metadata"]["name"], check.name)
-        observed, job_passed, message = await job_probe.measure(
-            self._kube, body["metadata"]["namespace"], name
-        )
-        # Still running: an inconclusive measurement; the deadline still applies.
-        return Measurement(at=now, value=observed, passed=job_passed, message=message)
+        return Measurement(at=now, value=value, passed=passed, message=message)
+
+    def _context(self, body: dict[str, Any]) -> probes.Context:
+        return probes.Context(kube=self._kube, prober=self.prober, request=body)
 
     def _progress_message(self, results: list[WorkloadResult]) -> str:
         waiting = [

@@ -212,36 +212,15 @@ def approval_needed(
 # -- checks ----------------------------------------------------------------------------------
 
 
-def describe_check(check: Check) -> tuple[str, str]:
-    """(resolved target, expectation) for status."""
-    if check.http is not None:
-        expect = f"status {check.http.expected_status}"
-        if check.http.json_path:
-            expect += (
-                f", {check.http.json_path} == {check.http.expected_value}"
-                if check.http.expected_value
-                else f", {check.http.json_path} present"
-            )
-        return f"GET {check.http.url}", expect
-    if check.invariant is not None:
-        source = check.invariant.http
-        return f"GET {source.url} {source.json_path or ''}".strip(), str(check.invariant.comparison)
-    if check.prometheus is not None:
-        prom = check.prometheus
-        return (
-            f"{prom.server} {prom.query}",
-            f"every value {prom.comparison} {prom.threshold}; empty result: {prom.on_empty}",
-        )
-    return "Job", "Job completes"
-
-
-def start_check(source: str, check: Check, now: datetime.datetime, target: str | None = None) -> CheckResult:
-    resolved, expectation = describe_check(check)
+def start_check(
+    source: str, check: Check, now: datetime.datetime, *, target: str = "", expectation: str = ""
+) -> CheckResult:
+    """A check as validation begins: its first measurement after initialDelaySeconds."""
     return CheckResult(
         name=check.name,
         type=check.kind,
         source=source,
-        target=target or resolved,
+        target=target,
         expectation=expectation,
         phase=CheckPhase.RUNNING,
         started_at=now,

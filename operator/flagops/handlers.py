@@ -87,16 +87,12 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             return
         spec = body.get("spec") or {}
         flag_set = spec.get("flagSet")
-        holds = held_annotation(body)
-        before = controller.rollbacks.cache.pop((namespace, name), None)
-        if type != "DELETED":
-            controller.rollbacks.cache[(namespace, name)] = {
-                "spec": dict(spec),
-                "status": dict(body.get("status") or {}),
-                "holds": holds,
-            }
+        if type == "DELETED":
+            before = controller.rollback_index.remove(namespace, name)
+        else:
+            before = controller.rollback_index.upsert(dict(body))
             controller.enqueue(Key("RollbackRequest", namespace, name))
-        lock_changed = type == "DELETED" or before is None or before.get("holds") != holds
+        lock_changed = type == "DELETED" or before is None or held_annotation(before) != held_annotation(body)
         if isinstance(flag_set, str) and lock_changed:
             # The set's overrides come from its requests' locks: a lock taken, lifted or gone.
             controller.enqueue(Key("FeatureFlagSet", namespace, flag_set))

@@ -14,6 +14,7 @@ import pytest
 
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.index import RollbackIndex
 from flagops.controller.rollbacks import RollbackReconciler
 from flagops.notify import Notifier
 from flagops.reconcile import locks
@@ -63,8 +64,9 @@ class Operator:
 
     def __init__(self, api: FakeKube) -> None:
         self.now = datetime.datetime.now(datetime.UTC)
+        self.index = RollbackIndex()
         events = EventRecorder(api, instance="test")  # type: ignore[arg-type]
-        self.flagsets = FlagSetReconciler(api, events, clock=self.clock)  # type: ignore[arg-type]
+        self.flagsets = FlagSetReconciler(api, events, rollbacks=self.index, clock=self.clock)  # type: ignore[arg-type]
         self.rollbacks = RollbackReconciler(
             api,  # type: ignore[arg-type]
             events,
@@ -72,6 +74,7 @@ class Operator:
             enqueue_set=lambda namespace, name: None,
             notifier=Notifier(api),  # type: ignore[arg-type]
             targets=TargetPolicy(),
+            index=self.index,
             clock=self.clock,
         )
 
@@ -79,7 +82,9 @@ class Operator:
         return self.now
 
     async def settle(self, api: FakeKube, *, passes: int = 30) -> None:
-        """Run set and request passes, a second apart, until the request ends."""
+        """Run set and request passes, a second apart, until the request ends. Like a starting
+        operator, it lists the requests first (there is no watch here to report new ones)."""
+        await self.index.prime(api, [])  # type: ignore[arg-type]
         for _ in range(passes):
             self.now += datetime.timedelta(seconds=1)
             await self.flagsets.reconcile(NS, "epic21")

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from flagops import conditions as c
 from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
+from flagops.controller.index import RollbackIndex
 from flagops.models.common import ConditionStatus
 from flagops.models.flagset import (
     FeatureFlagSetSpec,
@@ -60,10 +61,12 @@ class FlagSetReconciler:
         client: kube.Kube,
         recorder: EventRecorder,
         *,
+        rollbacks: RollbackIndex,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
         self._events = recorder
+        self._rollbacks = rollbacks
         self._clock = clock
         # A set's status has two writers (this reconciler and rollbacks adding overrides):
         # both hold the set's lock in this process; resourceVersion guards across processes.
@@ -137,7 +140,7 @@ class FlagSetReconciler:
             return None
 
         # The locks come from the requests themselves, never from this set's status.
-        overrides = locks.overrides(name, spec, await self._kube.list(kube.ROLLBACKS.path(namespace)))
+        overrides = locks.overrides(name, spec, self._rollbacks.in_namespace(namespace))
         resolution = logic.resolve(spec, overrides)
         cm_name = spec.config_map or name
         desired = logic.desired_configmap(namespace, name, meta["uid"], cm_name, resolution.values)

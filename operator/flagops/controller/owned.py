@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from flagops import kube
 from flagops.reconcile import flagset as fs
@@ -71,11 +71,17 @@ class OwnedWatcher:
 
 
 async def resync(
-    every: float, sets: Callable[[], Iterable[tuple[str, str]]], enqueue_set: EnqueueSet
+    every: float,
+    sets: Callable[[], Iterable[tuple[str, str]]],
+    enqueue_set: EnqueueSet,
+    *,
+    refresh: Callable[[], Awaitable[None]],
 ) -> None:
-    """Every `every` seconds, every known set gets a pass."""
+    """Every `every` seconds, `refresh` (the RollbackRequests listed again), then every known set
+    gets a pass."""
     while True:
         await asyncio.sleep(every)
+        await refresh()
         known = list(sets())
         logger.debug("resync: %d set(s)", len(known))
         for namespace, name in known:

@@ -22,6 +22,7 @@ from flagops.checks import ProbeError, Refused, probes
 from flagops.checks import http as http_probe
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler, parse_status, utcnow, validation_message
+from flagops.controller.index import RollbackIndex
 from flagops.models.checks import Check
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, WorkloadState
 from flagops.models.rollback import (
@@ -73,17 +74,17 @@ class RollbackReconciler:
         enqueue_set: Callable[[str, str], None],
         notifier: Notifier,
         targets: TargetPolicy,
+        index: RollbackIndex,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
+        self.index = index
         self._notifier = notifier
         self._events = recorder
         self._flagsets = flagsets
         self._enqueue_set = enqueue_set
         self._clock = clock
         self.prober = http_probe.Prober(targets)
-        # Latest bodies seen on the watch, to answer "is this override still held?" cheaply.
-        self.cache: dict[tuple[str, str], dict[str, Any]] = {}
         # Workloads a request waits on: (namespace, kind, name) -> request names.
         self.waiting: dict[tuple[str, str, str], set[str]] = {}
 
@@ -406,13 +407,15 @@ class RollbackReconciler:
     async def _set_holds(self, body: dict[str, Any], value: str | None) -> dict[str, Any]:
         """Write (or, with None, remove) the lock annotation; returns the object as written."""
         meta = body["metadata"]
-        return await self._kube.patch(
+        written = await self._kube.patch(
             kube.ROLLBACKS.path(meta["namespace"], meta["name"]),
             {"metadata": {"annotations": {locks.HOLDS_ANNOTATION: value}}},
         )
+        self.index.upsert(written)  # the set's next pass sees it, whatever the watch's delay
+        return written
 
     async def _requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return await self._kube.list(kube.ROLLBACKS.path(body["metadata"]["namespace"]))
+        return self.index.in_namespace(body["metadata"]["namespace"])
 
     def _plan(self, status: RollbackRequestStatus) -> Plan:
         if status.plan is None:
@@ -653,7 +656,7 @@ class RollbackReconciler:
     def _repeated(self, namespace: str, name: str, flagset: Any, flags: list[str]) -> list[str]:
         """Flags of this request that an earlier, succeeded request of the same set rolled back."""
         earlier: set[str] = set()
-        for (ns, other), body in self.cache.items():
+        for (ns, other), body in self.index.items():
             spec, status = body.get("spec") or {}, body.get("status") or {}
             if (
                 ns == namespace
@@ -668,7 +671,11 @@ class RollbackReconciler:
     async def _write(self, body: dict[str, Any], status: RollbackRequestStatus) -> dict[str, Any]:
         """The one status write (resourceVersion-guarded); returns the object as written."""
         patch = fs.merge_patch(body.get("status") or {}, status.to_api())
-        return await self._kube.patch_status(kube.ROLLBACKS, body, patch) if patch else body
+        if not patch:
+            return body
+        written = await self._kube.patch_status(kube.ROLLBACKS, body, patch)
+        self.index.upsert(written)
+        return written
 
     def _wait(self, namespace: str, name: str, workloads: list[PlannedWorkload]) -> None:
         for w in workloads:

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.index import RollbackIndex
 from flagops.controller.owned import OwnedWatcher, resync
 from flagops.controller.queue import WorkQueue
 from flagops.controller.rollbacks import RollbackReconciler
@@ -83,7 +84,8 @@ class Controller:
         self.queue: WorkQueue[Key] = WorkQueue()
         self.events = EventRecorder(client)
         self.notifier = Notifier(client)
-        self.flagsets = FlagSetReconciler(client, self.events)
+        self.rollback_index = RollbackIndex()
+        self.flagsets = FlagSetReconciler(client, self.events, rollbacks=self.rollback_index)
         self.rollbacks = RollbackReconciler(
             client,
             self.events,
@@ -91,6 +93,7 @@ class Controller:
             enqueue_set=self.enqueue_set,
             notifier=self.notifier,
             targets=settings.targets,
+            index=self.rollback_index,
         )
         self.triggers = TriggerEvaluator(
             client, self.events, self.flagsets, self.rollbacks.prober, self.notifier
@@ -106,6 +109,8 @@ class Controller:
         self.queue.add(Key("FeatureFlagSet", namespace, name))
 
     async def run(self) -> None:
+        # No set is reconciled before its locks are known.
+        await self.rollback_index.prime(self.kube, self.settings.namespaces)
         self._tasks = [
             asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}")
             for i in range(self.settings.workers)
@@ -114,7 +119,12 @@ class Controller:
         if self.settings.resync_seconds > 0:
             self._tasks.append(
                 asyncio.create_task(
-                    resync(self.settings.resync_seconds, self.workloads.sets, self.enqueue_set),
+                    resync(
+                        self.settings.resync_seconds,
+                        self.workloads.sets,
+                        self.enqueue_set,
+                        refresh=lambda: self.rollback_index.prime(self.kube, self.settings.namespaces),
+                    ),
                     name="flagops-resync",
                 )
             )

@@ -93,44 +93,26 @@ def test_wiping_the_sets_status_changes_nothing_that_is_served(
 ) -> None:
     hold_the_dialog_flag(cluster, namespace)
     before = replicasets(cluster, namespace)["butler"]
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "ffs",
-        "epic21",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":{"overrides":null,"effective":null}}',
-    )
+
+    def wipe(kind: str, name: str, status: str) -> None:
+        kubectl(
+            cluster.kubeconfig,
+            "-n",
+            namespace,
+            "patch",
+            kind,
+            name,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        )
+
+    wipe("ffs", "epic21", '{"status":{"overrides":null,"effective":null}}')
     assert_still_held(cluster, namespace, before)
     # The request's own status can go too: its metadata still holds the lock.
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":null}',
-    )
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "ffs",
-        "epic21",
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        '{"status":{"overrides":null}}',
-    )
+    wipe("rollback", "rb", '{"status":null}')
+    wipe("ffs", "epic21", '{"status":{"overrides":null}}')
     assert_still_held(cluster, namespace, before)
 
 

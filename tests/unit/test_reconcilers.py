@@ -70,7 +70,6 @@ class Operator:
         self.rollbacks = RollbackReconciler(
             api,  # type: ignore[arg-type]
             events,
-            self.flagsets,
             enqueue_set=lambda namespace, name: None,
             notifier=Notifier(api),  # type: ignore[arg-type]
             targets=TargetPolicy(),

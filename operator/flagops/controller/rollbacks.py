@@ -21,7 +21,7 @@ from flagops import kube, metrics
 from flagops.checks import ProbeError, Refused, probes
 from flagops.checks import http as http_probe
 from flagops.controller.events import EventRecorder
-from flagops.controller.flagsets import FlagSetReconciler, parse_status, utcnow, validation_message
+from flagops.controller.flagsets import parse_status, utcnow, validation_message
 from flagops.controller.index import RollbackIndex
 from flagops.models.checks import Check
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, WorkloadState
@@ -69,7 +69,6 @@ class RollbackReconciler:
         self,
         client: kube.Kube,
         recorder: EventRecorder,
-        flagsets: FlagSetReconciler,
         *,
         enqueue_set: Callable[[str, str], None],
         notifier: Notifier,
@@ -81,7 +80,6 @@ class RollbackReconciler:
         self.index = index
         self._notifier = notifier
         self._events = recorder
-        self._flagsets = flagsets
         self._enqueue_set = enqueue_set
         self._clock = clock
         self.prober = http_probe.Prober(targets)

@@ -89,7 +89,6 @@ class Controller:
         self.rollbacks = RollbackReconciler(
             client,
             self.events,
-            self.flagsets,
             enqueue_set=self.enqueue_set,
             notifier=self.notifier,
             targets=settings.targets,

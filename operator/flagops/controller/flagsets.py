@@ -68,7 +68,7 @@ class FlagSetReconciler:
         self._events = recorder
         self._rollbacks = rollbacks
         self._clock = clock
-        # A set's status has two writers (this reconciler and rollbacks adding overrides):
+        # A set's status has two writers (this reconciler and the trigger evaluator):
         # both hold the set's lock in this process; resourceVersion guards across processes.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._progressing: dict[tuple[str, str], int] = {}
@@ -79,8 +79,8 @@ class FlagSetReconciler:
     async def patch_status(
         self, namespace: str, name: str, change: Callable[[FeatureFlagSetStatus], dict[str, Any] | None]
     ) -> bool:
-        """Let another writer (rollbacks, triggers) change part of a set's status safely: under
-        the set's lock, read it fresh, let `change` compute a status merge patch from its
+        """Let another writer (the trigger evaluator, give_up) change part of a set's status
+        safely: under the set's lock, read it fresh, let `change` compute a status merge patch from its
         status (None: nothing to change), and write it guarded by the resourceVersion.
         Returns False when the set does not exist."""
         async with self.lock(namespace, name):

@@ -222,6 +222,35 @@ def test_an_edited_or_deleted_configmap_is_put_back_within_two_seconds(
     wait_until("a second drift Event", lambda: drift_events() >= 2, timeout=5)
 
 
+def test_a_removed_restart_annotation_is_put_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    hold_the_dialog_flag(cluster, namespace)
+
+    def annotation() -> str | None:
+        butler = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployment", "butler")
+        return (butler["spec"]["template"]["metadata"].get("annotations") or {}).get("flagops.io/flags-hash")
+
+    held_hash = annotation()
+    assert held_hash
+    kubectl(
+        cluster.kubeconfig,
+        "-n",
+        namespace,
+        "patch",
+        "deployment",
+        "butler",
+        "--type=json",
+        "-p",
+        '[{"op":"remove","path":"/spec/template/metadata/annotations/flagops.io~1flags-hash"}]',
+    )
+    wait_until("the annotation put back", lambda: annotation() == held_hash, timeout=5)
+    wait_until(
+        "an Event says so", lambda: events(cluster, namespace, "WorkloadAnnotationCorrected"), timeout=5
+    )
+    assert served(cluster, namespace, DIALOG) == "false"
+
+
 def test_a_check_removed_from_the_set_mid_validation_does_not_change_the_rollback(
     cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint
 ) -> None:

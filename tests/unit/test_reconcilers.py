@@ -182,3 +182,19 @@ async def test_a_crash_after_any_write_resumes_to_the_same_end_without_a_second_
     butler = api.obj("deployments", NS, "butler")
     held_hash = butler["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION]  # type: ignore[index]
     assert held_hash == request["status"]["plan"]["workloads"][0]["toHash"]
+
+
+async def test_a_removed_restart_annotation_is_put_back_and_said_so(deployed: FakeKube) -> None:
+    api, operator = deployed, Operator(deployed)
+    await operator.flagsets.reconcile(NS, "epic21")  # butler's rollout seen complete
+    states = {w["name"]: w["state"] for w in api.obj("featureflagsets", NS, "epic21")["status"]["workloads"]}  # type: ignore[index]
+    assert states["butler"] == "Ready"
+    butler = api.obj("deployments", NS, "butler")
+    assert butler is not None
+    served_hash = butler["spec"]["template"]["metadata"]["annotations"].pop(HASH_ANNOTATION)
+    await operator.flagsets.reconcile(NS, "epic21")
+    butler = api.obj("deployments", NS, "butler")
+    assert butler["spec"]["template"]["metadata"]["annotations"][HASH_ANNOTATION] == served_hash  # type: ignore[index]
+    reasons = [o["reason"] for (plural, _, _), o in api.objects.items() if plural == "events"]
+    assert "WorkloadAnnotationCorrected" in reasons
+    assert served(api) == "true"

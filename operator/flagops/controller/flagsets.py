@@ -217,12 +217,17 @@ class FlagSetReconciler:
             )
         return None
 
-    async def _drift(self, body: dict[str, Any], note: str) -> None:
-        metrics.DRIFT_CORRECTED.labels("ConfigMap").inc()
+    async def _drift(
+        self,
+        body: dict[str, Any],
+        note: str,
+        *,
+        kind: str = "ConfigMap",
+        reason: str = "ConfigMapDriftCorrected",
+    ) -> None:
+        metrics.DRIFT_CORRECTED.labels(kind).inc()
         logger.info("FeatureFlagSet %s/%s: %s", body["metadata"]["namespace"], body["metadata"]["name"], note)
-        await self._events.emit(
-            body, reason="ConfigMapDriftCorrected", action="Reconcile", note=note, warning=True
-        )
+        await self._events.emit(body, reason=reason, action="Reconcile", note=note, warning=True)
 
     async def _apply_restarts(
         self,
@@ -248,8 +253,14 @@ class FlagSetReconciler:
             now=now,
         )
         statuses = {(str(w.kind), w.name): w for w in plan.statuses}
+        # Served values unchanged since the last pass, yet a restart is due: someone removed or
+        # edited the annotation; putting it back is a correction, not a flag change.
+        before = {
+            (str(w.kind), w.name): w.flags_hash for w in previous.workloads if w.state == WorkloadState.READY
+        }
         results = await asyncio.gather(
-            *(self._restart(body, target) for target in plan.restart), return_exceptions=True
+            *(self._restart(body, t, corrects=before.get(t.key) == t.hash) for t in plan.restart),
+            return_exceptions=True,
         )
         for target, result in zip(plan.restart, results, strict=True):
             if isinstance(result, kube.ApiError) and result.not_found:
@@ -264,12 +275,21 @@ class FlagSetReconciler:
                 raise result
         return [statuses[t.key] for t in targets]
 
-    async def _restart(self, body: dict[str, Any], target: logic.WorkloadTarget) -> None:
+    async def _restart(self, body: dict[str, Any], target: logic.WorkloadTarget, *, corrects: bool) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         # A merge patch of two annotations carries no resourceVersion, so it cannot 409.
         await self._kube.patch(
             kube.WORKLOADS[target.kind].path(namespace, target.name), logic.restart_patch(name, target.hash)
         )
+        if corrects:
+            await self._drift(
+                body,
+                f"{target.kind} {target.name}: its {logic.HASH_ANNOTATION} annotation was removed or edited; "
+                "put it back (its pods roll once more, with the same served flags)",
+                kind="Workload",
+                reason="WorkloadAnnotationCorrected",
+            )
+            return
         logger.info(
             "restarting %s %s/%s for flags %s", target.kind, namespace, target.name, ",".join(target.flags)
         )

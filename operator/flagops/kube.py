@@ -15,7 +15,7 @@ import json
 import logging
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -81,6 +81,10 @@ class Resource:
         if subresource is not None:
             parts.append(subresource)
         return "/".join(parts)
+
+    def paths(self, namespaces: Sequence[str]) -> list[str]:
+        """The collections to list or watch: one per namespace, or the cluster-wide one."""
+        return [self.path(ns) for ns in namespaces] or [self.path()]
 
 
 CONFIGMAPS = Resource("", "v1", "configmaps")

@@ -52,9 +52,9 @@ def test_no_request_while_the_flag_already_serves_its_safe_value() -> None:
 
 def test_an_error_keeps_its_since_until_it_clears() -> None:
     first = triggers.failed(FLAG, TRIGGER, None, "Prometheus at http://p did not answer", at(0))
-    second = triggers.failed(FLAG, TRIGGER, first.status, "Prometheus at http://p did not answer", at(9))
-    assert second.status.state == TriggerState.ERROR and second.status.since == at(0)
-    recovered = triggers.evaluate(FLAG, TRIGGER, second.status, [0.0], serving_safe_value=False, now=at(10))
+    second = triggers.failed(FLAG, TRIGGER, first, "Prometheus at http://p did not answer", at(9))
+    assert second.state == TriggerState.ERROR and second.since == at(0)
+    recovered = triggers.evaluate(FLAG, TRIGGER, second, [0.0], serving_safe_value=False, now=at(10))
     assert recovered.status.state == TriggerState.OK
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from flagops import kube
 from flagops.checks import http as http_probe
 from flagops.checks import job as job_probe
-from flagops.models.checks import Check
+from flagops.models.checks import Check, PrometheusQuery
 from flagops.models.rollback import CheckResult
 from flagops.reconcile import rollback as logic
 
@@ -35,6 +35,16 @@ class Context:
     @property
     def namespace(self) -> str:
         return str(self.request["metadata"]["namespace"])
+
+
+async def prometheus_values(
+    client: kube.Kube, prober: http_probe.Prober, namespace: str, spec: PrometheusQuery
+) -> list[float]:
+    """An instant query, with the bearer token of its Secret (which must have opted in):
+    what both a prometheus check and a trigger measure."""
+    ref = spec.bearer_token_secret_ref
+    token = await client.secret_value(namespace, ref.name, ref.key) if ref else None
+    return await prober.query(spec, token)
 
 
 class Probe(Protocol):
@@ -79,7 +89,7 @@ class HttpProbe(_Passive):
         return await ctx.prober.measure(check.http)
 
 
-class InvariantProbe:
+class InvariantProbe(_Passive):
     def describe(self, check: Check) -> tuple[str, str]:
         assert check.invariant is not None
         source = check.invariant.http
@@ -88,9 +98,6 @@ class InvariantProbe:
     async def baseline(self, ctx: Context, check: Check) -> str | None:
         assert check.invariant is not None
         return await ctx.prober.read_value(check.invariant.http)
-
-    async def start(self, ctx: Context, check: Check) -> str | None:
-        return None
 
     async def measure(self, ctx: Context, check: Check, result: CheckResult) -> Reading:
         assert check.invariant is not None
@@ -110,17 +117,13 @@ class PrometheusProbe(_Passive):
 
     async def measure(self, ctx: Context, check: Check, result: CheckResult) -> Reading:
         assert check.prometheus is not None
-        ref = check.prometheus.bearer_token_secret_ref
-        token = await ctx.kube.secret_value(ctx.namespace, ref.name, ref.key) if ref else None
-        return logic.judge_query(check.prometheus, await ctx.prober.query(check.prometheus, token))
+        values = await prometheus_values(ctx.kube, ctx.prober, ctx.namespace, check.prometheus)
+        return logic.judge_query(check.prometheus, values)
 
 
-class JobProbe:
+class JobProbe(_Passive):
     def describe(self, check: Check) -> tuple[str, str]:
         return "Job", "Job completes"
-
-    async def baseline(self, ctx: Context, check: Check) -> str | None:
-        return None
 
     async def start(self, ctx: Context, check: Check) -> str | None:
         assert check.job is not None

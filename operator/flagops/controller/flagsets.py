@@ -189,14 +189,15 @@ class FlagSetReconciler:
         namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
         path = kube.CONFIGMAPS.path(namespace, cm_name)
         existing = await self._kube.get(path)
-        written = previous.config_map is not None and previous.config_map.name == cm_name
         if existing is None:
             await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
-            if written and previous.config_map and previous.config_map.hash:
+            written = previous.config_map
+            if written is not None and written.name == cm_name and written.hash:
                 await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
             return None
-        adopting = logic.left_by_predecessor(existing, body["metadata"]["name"])
-        if not logic.owned_by(existing, body["metadata"]["uid"]) and not adopting:
+        owned = logic.owned_by(existing, body["metadata"]["uid"])
+        adopting = not owned and logic.left_by_predecessor(existing, body["metadata"]["name"])
+        if not owned and not adopting:
             owner = next(iter(existing["metadata"].get("ownerReferences") or []), None)
             whose = f"owned by {owner['kind']} {owner['name']}" if owner else "not created by this set"
             return (
@@ -208,7 +209,7 @@ class FlagSetReconciler:
             await self._kube.patch(path, patch)
             if patch.get("data") and not logic.configmap_intact(existing):
                 await self._drift(body, f"ConfigMap {cm_name} was edited by hand; put the served values back")
-        if adopting and not logic.owned_by(existing, body["metadata"]["uid"]):
+        if adopting:
             await self._events.emit(
                 body,
                 reason="ConfigMapAdopted",

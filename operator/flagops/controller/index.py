@@ -65,7 +65,7 @@ class RollbackIndex:
     async def prime(self, client: kube.Kube, namespaces: Sequence[str]) -> None:
         """LIST every request (of the watched namespaces), replacing what is known; retried until
         it succeeds, since no set may be reconciled without its locks."""
-        paths = [kube.ROLLBACKS.path(ns) for ns in namespaces] or [kube.ROLLBACKS.path()]
+        paths = kube.ROLLBACKS.paths(namespaces)
         while True:
             try:
                 listed = [await client.list_versioned(path) for path in paths]

@@ -27,7 +27,7 @@ class OwnedWatcher:
     def __init__(self, client: kube.Kube, enqueue_set: EnqueueSet, namespaces: Sequence[str]) -> None:
         self._kube = client
         self._enqueue_set = enqueue_set
-        self._paths = [kube.CONFIGMAPS.path(ns) for ns in namespaces] or [kube.CONFIGMAPS.path()]
+        self._paths = kube.CONFIGMAPS.paths(namespaces)
 
     async def run(self) -> None:
         await asyncio.gather(*(self._watch(path) for path in self._paths))

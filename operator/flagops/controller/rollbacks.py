@@ -154,7 +154,9 @@ class RollbackReconciler:
     ) -> float | None:
         now = self._clock()
         set_spec, set_status = await self._flagset(body, spec)
-        held = locks.overrides(spec.flag_set, set_spec, await self._requests(body))
+        held = locks.overrides(
+            spec.flag_set, set_spec, self.index.in_namespace(body["metadata"]["namespace"])
+        )
         result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, held, now)
         if result.error:
             raise Failure(c.UNKNOWN_FLAG, result.error)
@@ -411,9 +413,6 @@ class RollbackReconciler:
         )
         self.index.upsert(written)  # the set's next pass sees it, whatever the watch's delay
         return written
-
-    async def _requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
-        return self.index.in_namespace(body["metadata"]["namespace"])
 
     def _plan(self, status: RollbackRequestStatus) -> Plan:
         if status.plan is None:

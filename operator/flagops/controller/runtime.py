@@ -109,7 +109,7 @@ class Controller:
 
     async def run(self) -> None:
         # No set is reconciled before its locks are known.
-        await self.rollback_index.prime(self.kube, self.settings.namespaces)
+        await self._list_rollbacks()
         self._tasks = [
             asyncio.create_task(self._worker(i), name=f"flagops-worker-{i}")
             for i in range(self.settings.workers)
@@ -122,7 +122,7 @@ class Controller:
                         self.settings.resync_seconds,
                         self.workloads.sets,
                         self.enqueue_set,
-                        refresh=lambda: self.rollback_index.prime(self.kube, self.settings.namespaces),
+                        refresh=self._list_rollbacks,
                     ),
                     name="flagops-resync",
                 )
@@ -131,6 +131,9 @@ class Controller:
             await asyncio.gather(*self._tasks)
         finally:
             await self.stop()
+
+    async def _list_rollbacks(self) -> None:
+        await self.rollback_index.prime(self.kube, self.settings.namespaces)
 
     async def stop(self) -> None:
         """Cancel the workers; a reconcile in flight is cut short and redone after a restart."""

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flagops import kube, metrics
-from flagops.checks import ProbeError
+from flagops.checks import ProbeError, probes
 from flagops.checks.http import Prober
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import Clock, FlagSetReconciler, parse_status, utcnow
@@ -80,13 +80,11 @@ class TriggerEvaluator:
     ) -> TriggerStatus:
         namespace, set_name = body["metadata"]["namespace"], body["metadata"]["name"]
         now = self._clock()
-        ref = trigger.prometheus.bearer_token_secret_ref
         try:
-            token = await self._kube.secret_value(namespace, ref.name, ref.key) if ref else None
-            values = await self._prober.query(trigger.prometheus, token)
+            values = await probes.prometheus_values(self._kube, self._prober, namespace, trigger.prometheus)
         except (ProbeError, kube.SecretNotUsable) as err:
             # A refused target or Secret is an Error too: the trigger cannot fire until it is fixed.
-            return logic.failed(flag, trigger, previous, str(err), now).status
+            return logic.failed(flag, trigger, previous, str(err), now)
         evaluation = logic.evaluate(
             flag,
             trigger,

@@ -44,11 +44,11 @@ def active(body: dict[str, Any], flagset: str, flag: str) -> bool:
 
 def failed(
     flag: Flag, trigger: Trigger, previous: TriggerStatus | None, error: str, now: datetime.datetime
-) -> Evaluation:
+) -> TriggerStatus:
     """The query could not run (unreachable, refused target or Secret): Error, since when."""
     since = previous.since if previous and previous.state == TriggerState.ERROR else now
-    return Evaluation(
-        TriggerStatus(flag=flag.name, name=trigger.name, state=TriggerState.ERROR, since=since, message=error)
+    return TriggerStatus(
+        flag=flag.name, name=trigger.name, state=TriggerState.ERROR, since=since, message=error
     )
 
 

@@ -47,6 +47,17 @@ def create_secret(cluster: Cluster, namespace: str, name: str, *, usable: bool =
     )
 
 
+def request_rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
+    """Apply a RollbackRequest of the Epic 21 set, as a user would."""
+    body = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": {"flagSet": "epic21", **spec},
+    }
+    apply(cluster, namespace, body)
+
+
 def get_set(cluster: Cluster, namespace: str, name: str = "epic21") -> dict[str, Any]:
     return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "featureflagset", name)  # type: ignore[no-any-return]
 

@@ -24,6 +24,7 @@ from tests.e2e.helpers import (
     get_rollback,
     get_set,
     replicasets,
+    request_rollback,
     served,
     wait_phase,
     wait_terminal,
@@ -52,13 +53,7 @@ def events(cluster: Cluster, namespace: str, reason: str) -> int:
 def hold_the_dialog_flag(cluster: Cluster, namespace: str, **spec: Any) -> dict[str, Any]:
     deploy_dialog_enabled(cluster, namespace)
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
-    body = {
-        "apiVersion": "flagops.io/v1alpha1",
-        "kind": "RollbackRequest",
-        "metadata": {"name": "rb"},
-        "spec": {"flagSet": "epic21", "flags": [DIALOG], **spec},
-    }
-    apply(cluster, namespace, body)
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG], **spec)
     done = wait_phase(cluster, namespace, "rb", "Succeeded")
     assert served(cluster, namespace, DIALOG) == "false"
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
@@ -265,16 +260,7 @@ def test_a_check_removed_from_the_set_mid_validation_does_not_change_the_rollbac
     set_body["spec"]["flags"][0]["checks"] = [slow]
     apply(cluster, namespace, set_body)
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
-    apply(
-        cluster,
-        namespace,
-        {
-            "apiVersion": "flagops.io/v1alpha1",
-            "kind": "RollbackRequest",
-            "metadata": {"name": "rb"},
-            "spec": {"flagSet": "epic21", "flags": [DIALOG]},
-        },
-    )
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     wait_phase(cluster, namespace, "rb", "Validating")
     del set_body["spec"]["flags"][0]["checks"]
     apply(cluster, namespace, set_body)
@@ -300,16 +286,7 @@ def test_a_pass_that_keeps_failing_ends_the_request_with_internal_error(
         op.wait_started()
         deploy_dialog_enabled(cluster, namespace)
         boom = {"name": "boom", "http": {"url": f"{endpoint.url}/healthz"}}
-        apply(
-            cluster,
-            namespace,
-            {
-                "apiVersion": "flagops.io/v1alpha1",
-                "kind": "RollbackRequest",
-                "metadata": {"name": "rb"},
-                "spec": {"flagSet": "epic21", "flags": [DIALOG], "checks": [boom]},
-            },
-        )
+        request_rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[boom])
         status = wait_terminal(cluster, namespace, "rb", timeout=90)
     finally:
         op.stop()

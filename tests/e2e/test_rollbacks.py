@@ -18,6 +18,7 @@ from tests.e2e.helpers import (
     load_example_set,
     patch_rollback,
     replicasets,
+    request_rollback,
     served,
     set_flag,
     wait_phase,
@@ -39,16 +40,6 @@ def dialog_enabled(cluster: Cluster, namespace: str, epic21: dict[str, Any]) -> 
     )
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     return obj
-
-
-def rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
-    body = {
-        "apiVersion": "flagops.io/v1alpha1",
-        "kind": "RollbackRequest",
-        "metadata": {"name": name},
-        "spec": {"flagSet": "epic21", **spec},
-    }
-    apply(cluster, namespace, body)
 
 
 def events_for(cluster: Cluster, namespace: str, name: str) -> list[str]:
@@ -77,7 +68,7 @@ def test_rollback_applies_restarts_validates_and_times(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
 ) -> None:
     before = generations(cluster, namespace)
-    rollback(
+    request_rollback(
         cluster,
         namespace,
         "rb-21-01a",
@@ -164,7 +155,7 @@ def test_rollback_applies_restarts_validates_and_times(
 
 
 def test_lock_holds_until_release(cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]) -> None:
-    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     wait_phase(cluster, namespace, "rb", "Succeeded")
 
     # Re-enabling it in the spec (a new generation) does not take effect while the lock holds.
@@ -191,7 +182,7 @@ def test_lock_holds_until_release(cluster: Cluster, namespace: str, dialog_enabl
 def test_deleting_the_request_lifts_the_lock(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     wait_phase(cluster, namespace, "rb", "Succeeded")
     assert served(cluster, namespace, DIALOG) == "false"
     kubectl(cluster.kubeconfig, "-n", namespace, "delete", "rollback", "rb")
@@ -203,7 +194,7 @@ def test_multi_flag_rollback_waits_for_approval(
 ) -> None:
     set_flag(cluster, namespace, 2, True)
     wait_until("storage flag served", lambda: served(cluster, namespace, STORAGE) == "true")
-    rollback(cluster, namespace, "rb", flags=[DIALOG, STORAGE])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG, STORAGE])
     waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
     approved = condition(waiting, "Approved")
     assert approved is not None and approved["status"] == "False" and approved["reason"] == "AwaitingApproval"
@@ -220,7 +211,7 @@ def test_single_flag_outside_the_window_needs_approval(
     cluster: Cluster, namespace: str, operator: OperatorProcess
 ) -> None:
     deploy_dialog_enabled(cluster, namespace, approval={"windowSeconds": 0})
-    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     waiting = wait_phase(cluster, namespace, "rb", "AwaitingApproval")
     assert "SingleFlagLate, USE_NEW_DIALOG_CONTEXT_REPO last changed" in waiting["status"]["message"]
     assert "(window 0.0s): approval needed" in waiting["status"]["message"]
@@ -229,7 +220,7 @@ def test_single_flag_outside_the_window_needs_approval(
 def test_emergency_rollback_of_all_flags_skips_approval(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "emergency", all=True, emergency=True, incident="INC-1")
+    request_rollback(cluster, namespace, "emergency", all=True, emergency=True, incident="INC-1")
     done = wait_phase(cluster, namespace, "emergency", "Succeeded")
     assert done["status"]["plan"]["approvalRequired"] is False
     assert "emergency" in done["status"]["plan"]["approvalReason"]
@@ -242,7 +233,7 @@ def test_dry_run_writes_the_plan_and_changes_nothing(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
     before = replicasets(cluster, namespace)
-    rollback(cluster, namespace, "plan", flags=[DIALOG], dryRun=True)
+    request_rollback(cluster, namespace, "plan", flags=[DIALOG], dryRun=True)
     planned = wait_phase(cluster, namespace, "plan", "Planned")
     assert planned["status"]["plan"]["flags"][0]["name"] == DIALOG
     assert planned["status"]["plan"]["workloads"][0]["name"] == "butler"
@@ -255,7 +246,7 @@ def test_dry_run_writes_the_plan_and_changes_nothing(
 def test_drill_rolls_back_validates_then_restores(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
 ) -> None:
-    rollback(
+    request_rollback(
         cluster,
         namespace,
         "drill",
@@ -299,7 +290,7 @@ def job_check(name: str, outcome: str | None = None) -> dict[str, Any]:
 def test_abort_keeps_what_was_applied(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="hang")])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="hang")])
     wait_phase(cluster, namespace, "rb", "Validating")
     patch_rollback(cluster, namespace, "rb", abort=True)
     aborted = wait_phase(cluster, namespace, "rb", "Aborted")
@@ -313,7 +304,7 @@ def test_failing_http_check_fails_the_request(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any], endpoint: Endpoint
 ) -> None:
     endpoint.routes["/healthz"] = (503, {"status": "degraded"})
-    rollback(
+    request_rollback(
         cluster,
         namespace,
         "rb",
@@ -334,14 +325,14 @@ def test_failing_http_check_fails_the_request(
 def test_failing_job_check_fails_the_request(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="failed")])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke", outcome="failed")])
     failed = wait_phase(cluster, namespace, "rb", "Failed")
     assert "Job rb-smoke failed" in failed["status"]["message"]
     assert failed["status"]["checks"][0]["target"] == f"Job {namespace}/rb-smoke"
 
 
 def test_passing_job_check(cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]) -> None:
-    rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke")])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG], checks=[job_check("smoke")])
     done = wait_phase(cluster, namespace, "rb", "Succeeded")
     assert "completed" in done["status"]["checks"][0]["message"]
     job = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "job", "rb-smoke")
@@ -351,7 +342,7 @@ def test_passing_job_check(cluster: Cluster, namespace: str, dialog_enabled: dic
 def test_unknown_flag_fails_and_changes_nothing(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "rb", flags=["NO_SUCH_FLAG"])
+    request_rollback(cluster, namespace, "rb", flags=["NO_SUCH_FLAG"])
     failed = wait_phase(cluster, namespace, "rb", "Failed")
     assert "NO_SUCH_FLAG is not a flag of FeatureFlagSet epic21" in failed["status"]["message"]
     assert "nothing was changed" in failed["status"]["message"]
@@ -375,11 +366,11 @@ def test_unknown_flagset_fails(cluster: Cluster, namespace: str, operator: Opera
 def test_second_request_for_an_overridden_flag_needs_no_restart(
     cluster: Cluster, namespace: str, dialog_enabled: dict[str, Any]
 ) -> None:
-    rollback(cluster, namespace, "first", flags=[DIALOG])
+    request_rollback(cluster, namespace, "first", flags=[DIALOG])
     wait_phase(cluster, namespace, "first", "Succeeded")
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     before = replicasets(cluster, namespace)
-    rollback(cluster, namespace, "second", flags=[DIALOG])
+    request_rollback(cluster, namespace, "second", flags=[DIALOG])
     second = wait_phase(cluster, namespace, "second", "Succeeded")
     assert second["status"]["plan"]["flags"] == [] and second["status"]["plan"]["unchanged"] == [DIALOG]
     assert "already at the safe value" in second["status"]["message"]
@@ -411,7 +402,7 @@ def test_rollout_that_misses_its_deadline_fails(
         "-p",
         json.dumps({"spec": {"template": {"spec": {"nodeSelector": {"no-such": "node"}}}}}),
     )
-    rollback(cluster, namespace, "rb", flags=[DIALOG])
+    request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     failed = wait_phase(cluster, namespace, "rb", "Failed", timeout=60)
     assert "restarts not complete within rollout.timeoutSeconds=5" in failed["status"]["message"]
     assert "deployment/butler" in failed["status"]["message"]

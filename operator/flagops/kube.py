@@ -28,6 +28,7 @@ from flagops import metrics
 logger = logging.getLogger(__name__)
 
 MERGE_PATCH: Final = "application/merge-patch+json"
+JSON_PATCH: Final = "application/json-patch+json"
 _RETRY_DELAYS: Final = (0.2, 0.5, 1.0, 2.0, 4.0)
 FIELD_MANAGER: Final = "flagops"
 
@@ -100,6 +101,16 @@ PODS = Resource("", "v1", "pods")
 WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "DaemonSet": DAEMONSETS}
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who the requests are sent as: the credentials' own user, or one they impersonate
+    (kubectl's --as and --as-group), and the field manager their writes are recorded under."""
+
+    impersonate: str | None = None
+    groups: tuple[str, ...] = ()
+    field_manager: str = FIELD_MANAGER
+
+
 class Kube:
     """One aiohttp session against one API server. Create with `Kube.connect()`."""
 
@@ -110,31 +121,57 @@ class Kube:
         configuration: k8s_client.Configuration,
         *,
         timeout: float = 30.0,
+        identity: Identity | None = None,
+        namespace: str = "default",
     ) -> None:
         self._server = server.rstrip("/")
         self._configuration = configuration
         self._ssl = ssl_context
         self._timeout = aiohttp.ClientTimeout(total=timeout, connect=10)
         self._session: aiohttp.ClientSession | None = None
+        self._identity = identity or Identity()
+        self.namespace = namespace
 
     @classmethod
-    def connect(cls, kubeconfig: str | None = None, *, timeout: float = 30.0) -> Kube:
-        """From an explicit kubeconfig, else $KUBECONFIG/~/.kube/config, else in-cluster."""
+    def connect(
+        cls,
+        kubeconfig: str | None = None,
+        *,
+        timeout: float = 30.0,
+        context: str | None = None,
+        identity: Identity | None = None,
+    ) -> Kube:
+        """From an explicit kubeconfig, else $KUBECONFIG/~/.kube/config, else in-cluster.
+
+        `namespace` becomes the context's namespace (or the ServiceAccount's in a pod)."""
         configuration = k8s_client.Configuration()
+        namespace = "default"
         try:
-            k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+            k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+            contexts, active = k8s_config.list_kube_config_contexts(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+            chosen = next((c for c in contexts if c["name"] == context), active) if context else active
+            namespace = (chosen or {}).get("context", {}).get("namespace") or namespace
         except k8s_config.ConfigException:
-            if kubeconfig:
+            if kubeconfig or context:
                 raise
             k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        context: ssl.SSLContext | bool
+            try:
+                with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
+                    namespace = f.read().strip() or namespace
+            except OSError:
+                pass
+        ssl_context: ssl.SSLContext | bool
         if configuration.verify_ssl:
-            context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
+            ssl_context = ssl.create_default_context(cafile=configuration.ssl_ca_cert)
         else:
-            context = False
-        if configuration.cert_file and isinstance(context, ssl.SSLContext):
-            context.load_cert_chain(configuration.cert_file, configuration.key_file)
-        return cls(str(configuration.host), context, configuration, timeout=timeout)
+            ssl_context = False
+        if configuration.cert_file and isinstance(ssl_context, ssl.SSLContext):
+            ssl_context.load_cert_chain(configuration.cert_file, configuration.key_file)
+        return cls(
+            str(configuration.host), ssl_context, configuration, timeout=timeout, identity=identity, namespace=namespace
+        )
 
     @property
     def server_address(self) -> tuple[str, int]:
@@ -147,13 +184,17 @@ class Kube:
             await self._session.close()
             self._session = None
 
-    def _headers(self, content_type: str | None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+    def _headers(self, content_type: str | None) -> list[tuple[str, str]]:
+        """As pairs: Impersonate-Group repeats, once per group."""
+        headers = [("Accept", "application/json")]
         if content_type:
-            headers["Content-Type"] = content_type
+            headers.append(("Content-Type", content_type))
         token = self._configuration.get_api_key_with_prefix("BearerToken")
         if token:
-            headers["Authorization"] = token
+            headers.append(("Authorization", token))
+        if self._identity.impersonate:
+            headers.append(("Impersonate-User", self._identity.impersonate))
+            headers.extend(("Impersonate-Group", group) for group in self._identity.groups)
         return headers
 
     async def request(
@@ -219,15 +260,25 @@ class Kube:
         return (await self.list_versioned(path, label_selector=label_selector))[0]
 
     async def list_versioned(
-        self, path: str, *, label_selector: str | None = None
+        self, path: str, *, label_selector: str | None = None, field_selector: str | None = None
     ) -> tuple[builtins.list[Body], str]:
         """The items and the list's resourceVersion, to watch from."""
-        params = {"labelSelector": label_selector} if label_selector else None
+        params = {
+            key: value
+            for key, value in (("labelSelector", label_selector), ("fieldSelector", field_selector))
+            if value
+        }
         answer = await self.request("GET", path, params=params)
         return list(answer.get("items", [])), str(answer.get("metadata", {}).get("resourceVersion", ""))
 
     async def watch(
-        self, path: str, *, label_selector: str, resource_version: str, timeout_seconds: int = 300
+        self,
+        path: str,
+        *,
+        resource_version: str,
+        label_selector: str | None = None,
+        field_selector: str | None = None,
+        timeout_seconds: int = 300,
     ) -> AsyncIterator[tuple[str, Body]]:
         """(type, object) events of a server-side filtered watch, until the server ends it.
         Raises ApiError (410 Gone: the version is too old; list again)."""
@@ -236,11 +287,14 @@ class Kube:
         assert self._session is not None
         params = {
             "watch": "1",
-            "labelSelector": label_selector,
             "resourceVersion": resource_version,
             "timeoutSeconds": str(timeout_seconds),
             "allowWatchBookmarks": "true",
         }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        if field_selector:
+            params["fieldSelector"] = field_selector
         url = self._server + path + "?" + urllib.parse.urlencode(params)
         metrics.API_REQUESTS.labels("WATCH").inc()
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout_seconds + 30)
@@ -260,12 +314,12 @@ class Kube:
             raise ApiError(0, "Unreachable", f"watch {path}: {exc!r}") from exc
 
     async def create(self, path: str, body: Body) -> Body:
-        return await self.request("POST", path, body=body, params={"fieldManager": FIELD_MANAGER})  # type: ignore[no-any-return]
+        return await self.request("POST", path, body=body, params={"fieldManager": self._identity.field_manager})  # type: ignore[no-any-return]
 
-    async def patch(self, path: str, patch: Any) -> Body:
-        """A JSON merge patch."""
+    async def patch(self, path: str, patch: Any, *, content_type: str = MERGE_PATCH) -> Body:
+        """A JSON merge patch (or, with JSON_PATCH, a list of operations)."""
         return await self.request(  # type: ignore[no-any-return]
-            "PATCH", path, body=patch, params={"fieldManager": FIELD_MANAGER}, content_type=MERGE_PATCH
+            "PATCH", path, body=patch, params={"fieldManager": self._identity.field_manager}, content_type=content_type
         )
 
     async def patch_status(self, resource: Resource, body: Body, patch: Mapping[str, Any]) -> Body:
@@ -302,6 +356,14 @@ class Kube:
         if not encoded:
             raise SecretNotUsable(f"{where} has no key {key}")
         return base64.b64decode(encoded).decode()
+
+    async def whoami(self) -> Body:
+        """The caller as the API server authenticates it (a SelfSubjectReview's userInfo)."""
+        review = await self.create(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return dict(review.get("status", {}).get("userInfo", {}))
 
     async def log_tail(self, namespace: str, pod: str, *, lines: int = 20) -> str:
         """The last lines a pod's container wrote ('' when it has none)."""

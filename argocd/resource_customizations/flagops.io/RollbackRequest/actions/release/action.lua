@@ -1,0 +1,2 @@
+obj.spec.release = true
+return obj

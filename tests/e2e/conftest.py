@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flagops_dev import devcluster
 from tests.e2e.helpers import EXAMPLE, REPO, deployments_settled, wait_ready
@@ -30,6 +32,21 @@ def crds(cluster: Cluster) -> None:
         "-l",
         "app.kubernetes.io/part-of=flagops",
     )
+
+
+POLICY_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+@pytest.fixture
+def policies(cluster: Cluster, crds: None) -> Iterator[None]:
+    """The chart's admission policies, exactly as manifests/ installs them."""
+    docs = yaml.safe_load_all((REPO / "manifests/10-flagops.yaml").read_text())
+    manifest = "\n---\n".join(json.dumps(d) for d in docs if d and d["kind"] in POLICY_KINDS)
+    kubectl(cluster.kubeconfig, "apply", "-f", "-", stdin=manifest)
+    try:
+        yield
+    finally:
+        kubectl(cluster.kubeconfig, "delete", "--ignore-not-found", "-f", "-", stdin=manifest, check=False)
 
 
 @pytest.fixture(scope="session")

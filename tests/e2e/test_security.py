@@ -8,17 +8,14 @@ the plan's roles (groups) through impersonation, so the API server's own RBAC an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
-    REPO,
     apply,
     bind,
     condition,
@@ -35,19 +32,6 @@ DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
 STORAGE = "USE_NEW_STORAGE_ADAPTER"
 HOMEWORK = "USE_NEW_HOMEWORK_REVIEW_SERVICE"
 PASSWORD = "hunter2-db-password"
-POLICY_KINDS = {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
-
-
-@pytest.fixture
-def policies(cluster: Cluster, crds: None) -> Iterator[None]:
-    """The chart's admission policies, exactly as manifests/ installs them."""
-    docs = yaml.safe_load_all((REPO / "manifests/10-flagops.yaml").read_text())
-    manifest = "\n---\n".join(json.dumps(d) for d in docs if d and d["kind"] in POLICY_KINDS)
-    kubectl(cluster.kubeconfig, "apply", "-f", "-", stdin=manifest)
-    try:
-        yield
-    finally:
-        kubectl(cluster.kubeconfig, "delete", "--ignore-not-found", "-f", "-", stdin=manifest, check=False)
 
 
 def refused(config: Path, namespace: str, obj: dict[str, Any], *extra: str) -> str:

@@ -217,7 +217,7 @@ def timeline(status: Obj) -> list[tuple[str, str | None]]:
     steps = [
         ("Created", status.get("_created")),
         ("Picked up", status.get("startedAt")),
-        ("Approved", status.get("approvedAt")),
+        ("Go-ahead", status.get("approvedAt")),
         ("Flags applied", status.get("flagsAppliedAt")),
         ("Rolled out", status.get("rolloutCompletedAt")),
         ("Validated", status.get("validatedAt")),
@@ -387,14 +387,15 @@ def _event_time(event: Obj) -> str | None:
 
 def set_line(obj: Obj, now: datetime.datetime) -> list[str]:
     status = obj.get("status", {})
-    ready = condition(obj, "Ready") or {}
+    state = _set_state(obj)
     return [
         "FeatureFlagSet",
         obj["metadata"].get("namespace", ""),
         obj["metadata"]["name"],
-        _set_state(obj),
+        state,
         f"{status.get('enabledCount', '-')}/{status.get('flagCount', '-')} enabled, "
-        f"{status.get('overrideCount', 0) or 0} held; {ready.get('message', '')}".rstrip("; "),
+        f"{status.get('overrideCount', 0) or 0} held"
+        + ("" if state == "Ready" else f"; {(condition(obj, state) or {}).get('message', '')}"),
         age(obj["metadata"].get("creationTimestamp"), now),
     ]
 

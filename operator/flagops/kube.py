@@ -170,7 +170,12 @@ class Kube:
         if configuration.cert_file and isinstance(ssl_context, ssl.SSLContext):
             ssl_context.load_cert_chain(configuration.cert_file, configuration.key_file)
         return cls(
-            str(configuration.host), ssl_context, configuration, timeout=timeout, identity=identity, namespace=namespace
+            str(configuration.host),
+            ssl_context,
+            configuration,
+            timeout=timeout,
+            identity=identity,
+            namespace=namespace,
         )
 
     @property
@@ -314,12 +319,17 @@ class Kube:
             raise ApiError(0, "Unreachable", f"watch {path}: {exc!r}") from exc
 
     async def create(self, path: str, body: Body) -> Body:
-        return await self.request("POST", path, body=body, params={"fieldManager": self._identity.field_manager})  # type: ignore[no-any-return]
+        params = {"fieldManager": self._identity.field_manager}
+        return await self.request("POST", path, body=body, params=params)  # type: ignore[no-any-return]
 
     async def patch(self, path: str, patch: Any, *, content_type: str = MERGE_PATCH) -> Body:
         """A JSON merge patch (or, with JSON_PATCH, a list of operations)."""
         return await self.request(  # type: ignore[no-any-return]
-            "PATCH", path, body=patch, params={"fieldManager": self._identity.field_manager}, content_type=content_type
+            "PATCH",
+            path,
+            body=patch,
+            params={"fieldManager": self._identity.field_manager},
+            content_type=content_type,
         )
 
     async def patch_status(self, resource: Resource, body: Body, patch: Mapping[str, Any]) -> Body:

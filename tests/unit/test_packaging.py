@@ -20,3 +20,10 @@ def test_the_operator_package_has_no_harness_and_needs_no_cryptography() -> None
     assert "cryptography" not in runtime + extras
     required = importlib.metadata.requires("flagops") or []
     assert not [r for r in required if r.startswith("cryptography")]
+
+
+def test_the_package_installs_the_kubectl_plugin() -> None:
+    """kubectl finds plugins as `kubectl-NAME` executables on PATH: the console script is that."""
+    scripts = {e.name: e.value for e in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts["kubectl-flagops"] == "flagops.plugin.main:main"
+    assert scripts["flagops"] == "flagops.cli:main"

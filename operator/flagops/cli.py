@@ -20,15 +20,10 @@ from flagops.reconcile.targets import AllowedTarget, TargetPolicy
 logger = logging.getLogger("flagops")
 
 
-def _own_namespace() -> str:
-    """The namespace the operator runs in: $POD_NAMESPACE, the ServiceAccount's, or default."""
-    if os.environ.get("POD_NAMESPACE"):
-        return os.environ["POD_NAMESPACE"]
-    try:
-        with open("/var/run/secrets/kubernetes.io/serviceaccount/namespace") as f:
-            return f.read().strip()
-    except OSError:
-        return "default"
+def _own_namespace(client: kube.Kube) -> str:
+    """The namespace the operator runs in: $POD_NAMESPACE, else the ServiceAccount's (in a pod)
+    or the kubeconfig context's."""
+    return os.environ.get("POD_NAMESPACE") or client.namespace
 
 
 async def _target_policy(client: kube.Kube, args: argparse.Namespace) -> TargetPolicy:
@@ -46,7 +41,7 @@ async def _target_policy(client: kube.Kube, args: argparse.Namespace) -> TargetP
 async def _operate(args: argparse.Namespace) -> int:
     client = kube.Kube.connect(args.kubeconfig)
     elector = (
-        LeaderElector(client, args.leader_election_namespace or _own_namespace())
+        LeaderElector(client, args.leader_election_namespace or _own_namespace(client))
         if args.leader_elect
         else None
     )

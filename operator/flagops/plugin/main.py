@@ -152,32 +152,31 @@ class Screen:
         self.last = text
 
 
+def _data(obj: Body, output: str) -> str:
+    return json.dumps(obj, indent=2) if output == "json" else yaml.safe_dump(obj, sort_keys=False)
+
+
 async def get_set(s: Session, args: argparse.Namespace) -> int:
+    def render(obj: Body) -> str:
+        return _data(obj, s.output) if s.output else view.flag_set(obj, s.style, s.now())
+
     if not args.watch:
-        obj = await s.get(kube.FLAGSETS, args.name)
-        if s.output:
-            s.emit(obj)
-        else:
-            print(view.flag_set(obj, s.style, s.now()))
+        print(render(await s.get(kube.FLAGSETS, args.name)).rstrip())
         return OK
     screen = Screen(s.terminal)
     async for obj in s.follow(kube.FLAGSETS, args.name):
-        screen.draw(json.dumps(obj) if s.output == "json" else view.flag_set(obj, s.style, s.now()))
+        screen.draw(render(obj))
     return OK
 
 
 async def get_rollback(s: Session, args: argparse.Namespace) -> int:
     async def render(obj: Body) -> str:
         if s.output:
-            return json.dumps(obj) if s.output == "json" else yaml.safe_dump(obj, sort_keys=False)
+            return _data(obj, s.output)
         return view.rollback(obj, await s.events("RollbackRequest", args.name), s.style, s.now())
 
     if not args.watch:
-        obj = await s.get(kube.ROLLBACKS, args.name)
-        if s.output:
-            s.emit(obj)
-        else:
-            print(await render(obj))
+        print((await render(await s.get(kube.ROLLBACKS, args.name))).rstrip())
         return OK
     screen = Screen(s.terminal)
     async for obj in s.follow(kube.ROLLBACKS, args.name):

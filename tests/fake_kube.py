@@ -127,7 +127,7 @@ class FakeKube:
             updated = merge(current, {k: v for k, v in patch.items() if k != "metadata" or sub is None})
             if sub == "status":
                 updated = {**current, "status": updated.get("status")}
-            elif plural in ("featureflagsets", "rollbackrequests"):
+            elif plural in ("featureflagsets", "rollbackrequests", "rollbackdrills"):
                 updated["status"] = current.get("status")  # the status subresource keeps it
             if isinstance(patch.get("metadata"), dict) and sub is None:
                 meta = {k: v for k, v in patch["metadata"].items() if k != "resourceVersion"}
@@ -135,6 +135,11 @@ class FakeKube:
             return self._store(plural, namespace, name or "", updated, new=False, before=current)
 
         return self._write("PATCH", path, patch, apply)
+
+    async def delete(self, path: str) -> None:
+        plural, namespace, name, _ = parse(path)
+        self.objects.pop((plural, namespace, name or ""), None)
+        self.writes.append(("DELETE", path, {}))
 
     async def patch_status(self, resource: kube.Resource, body: Body, patch: Mapping[str, Any]) -> Body:
         meta = body["metadata"]

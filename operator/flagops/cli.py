@@ -1,4 +1,5 @@
-"""The `flagops` command: `flagops run` starts the operator, `flagops crds` writes the CRDs."""
+"""The `flagops` command: `flagops run` starts the operator, `flagops report` prints an incident
+record, `flagops crds` writes the CRDs."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from flagops import crdgen, handlers, kube, metrics
+from flagops import crdgen, handlers, kube, metrics, report
 from flagops.controller.leader import LeaderElector, LeadershipLost
 from flagops.controller.runtime import Controller, Settings
 from flagops.reconcile.targets import AllowedTarget, TargetPolicy
@@ -134,6 +135,27 @@ def crds(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _report(args: argparse.Namespace) -> int:
+    client = kube.Kube.connect(args.kubeconfig, context=args.context)
+    try:
+        obj, events = await report.fetch(client, args.namespace or client.namespace, args.name)
+    finally:
+        await client.close()
+    if obj is None:
+        print(f'RollbackRequest "{args.name}" not found', file=sys.stderr)
+        return 3
+    sys.stdout.write(report.render(obj, events))
+    return 0
+
+
+def report_command(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_report(args))
+    except kube.ApiError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+
+
 def _allowed_targets(value: str) -> str:
     """Refuse a bad entry when the operator starts, not when a check first runs."""
     for part in value.split(","):
@@ -193,6 +215,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)
+
+    p_report = sub.add_parser(
+        "report", help="print a RollbackRequest's incident record as Markdown (timeline, checks, review)"
+    )
+    p_report.add_argument("name", help="the RollbackRequest")
+    p_report.add_argument("--namespace", "-n", default=None, help="its namespace (default: the context's)")
+    p_report.add_argument("--kubeconfig", default=None, help="kubeconfig file (default: $KUBECONFIG)")
+    p_report.add_argument("--context", default=None, help="kubeconfig context")
+    p_report.set_defaults(func=report_command)
 
     p_crds = sub.add_parser("crds", help="generate crds/ from the models")
     p_crds.add_argument("--check", action="store_true", help="fail if the committed CRDs are stale")

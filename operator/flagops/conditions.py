@@ -96,3 +96,14 @@ ROLLBACK_SUCCEEDED: Final = "RollbackSucceeded"
 DRILL_SUCCEEDED: Final = "DrillSucceeded"
 ABORTED: Final = "Aborted"
 DRY_RUN: Final = "DryRun"
+
+# RollbackDrill condition type and reasons.
+SCHEDULED: Final = "Scheduled"
+DRILL_DUE: Final = "Due"
+DRILL_RUNNING: Final = "DrillRunning"
+SUSPENDED: Final = "Suspended"
+INVALID_SCHEDULE: Final = "InvalidSchedule"
+NO_MORE_RUNS: Final = "NoMoreRuns"
+
+# Escalation (an Event reason, and the notification's kind).
+ESCALATED: Final = "Escalated"

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, JsonValue
 
-from flagops.models import common, flagset, rollback
+from flagops.models import common, drill, flagset, rollback
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "flagops" / "crds")
@@ -54,6 +54,7 @@ class Kind:
     description: str
     printers: tuple[Printer, ...]
     spec_validations: tuple[dict[str, JsonValue], ...] = field(default=())
+    root_validations: tuple[dict[str, JsonValue], ...] = field(default=())
 
     @property
     def name(self) -> str:
@@ -103,9 +104,33 @@ ROLLBACK_REQUEST = Kind(
         Printer("Message", ".status.message", "string", "Last news", 1),
     ),
     spec_validations=rollback.SPEC_VALIDATIONS,
+    root_validations=rollback.ROOT_VALIDATIONS,
 )
 
-KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET, ROLLBACK_REQUEST)
+ROLLBACK_DRILL = Kind(
+    kind="RollbackDrill",
+    plural="rollbackdrills",
+    singular="rollbackdrill",
+    short_names=("drill", "drills"),
+    spec=drill.RollbackDrillSpec,
+    status=drill.RollbackDrillStatus,
+    description="The plan's drill schedule: at each due time flagops runs one drill RollbackRequest "
+    "(roll back, validate, restore) and records its outcome against the plan's timing targets.",
+    printers=(
+        Printer("Stage", ".spec.stage", "string", "The plan's stage"),
+        Printer("FlagSet", ".spec.flagSet", "string", "The FeatureFlagSet drilled"),
+        Printer("Owner", ".spec.owner", "string", "Who owns the drill"),
+        Printer("Next", ".status.nextRunAt", "date", "When the next drill is due"),
+        Printer("Last", ".status.lastRunAt", "date", "The due time of the last drill"),
+        Printer("Status", ".status.lastResult", "string", "The last drill's outcome"),
+        Printer("Schedule", ".spec.schedule", "string", "Cron schedule", 1),
+        Printer("Request", ".status.lastRequest", "string", "The last drill's RollbackRequest", 1),
+        Printer("Message", ".status.message", "string", "What happened last", 1),
+    ),
+    spec_validations=drill.SPEC_VALIDATIONS,
+)
+
+KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET, ROLLBACK_REQUEST, ROLLBACK_DRILL)
 
 
 def _nullable(node: dict[str, Any], walk: Callable[[Any], Any]) -> dict[str, Any]:
@@ -177,7 +202,7 @@ def crd(kind: Kind) -> dict[str, Any]:
     status = model_schema(kind.status)
     status["description"] = f"Observed state of the {kind.kind}, written by flagops."
     # The operator writes status whole; a stale field from an older version is dropped, not kept.
-    schema = {
+    schema: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
         "properties": {
@@ -189,6 +214,8 @@ def crd(kind: Kind) -> dict[str, Any]:
         },
         "required": ["spec"],
     }
+    if kind.root_validations:
+        schema["x-kubernetes-validations"] = list(kind.root_validations)
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",

@@ -92,10 +92,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         else:
             before = controller.rollback_index.upsert(dict(body))
             controller.enqueue(Key("RollbackRequest", namespace, name))
+        for owner in body.get("metadata", {}).get("ownerReferences") or []:
+            if owner.get("kind") == "RollbackDrill" and owner.get("name"):
+                controller.enqueue(Key("RollbackDrill", namespace, owner["name"]))  # its outcome
         lock_changed = type == "DELETED" or before is None or held_annotation(before) != held_annotation(body)
         if isinstance(flag_set, str) and lock_changed:
             # The set's overrides come from its requests' locks: a lock taken, lifted or gone.
             controller.enqueue(Key("FeatureFlagSet", namespace, flag_set))
+
+    @kopf.on.event(GROUP, VERSION, "rollbackdrills", registry=registry)
+    def drill_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
+        if namespace is not None and type != "DELETED":
+            controller.enqueue(Key("RollbackDrill", namespace, name))
 
     for kind, plural in (
         ("Deployment", "deployments"),

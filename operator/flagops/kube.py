@@ -97,6 +97,7 @@ DAEMONSETS = Resource("apps", "v1", "daemonsets")
 JOBS = Resource("batch", "v1", "jobs")
 FLAGSETS = Resource("flagops.io", "v1alpha1", "featureflagsets")
 ROLLBACKS = Resource("flagops.io", "v1alpha1", "rollbackrequests")
+DRILLS = Resource("flagops.io", "v1alpha1", "rollbackdrills")
 PODS = Resource("", "v1", "pods")
 WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "DaemonSet": DAEMONSETS}
 
@@ -331,6 +332,14 @@ class Kube:
             params={"fieldManager": self._identity.field_manager},
             content_type=content_type,
         )
+
+    async def delete(self, path: str) -> None:
+        """Delete in the background (dependents are garbage-collected); gone already is fine."""
+        try:
+            await self.request("DELETE", path, body={"propagationPolicy": "Background"})
+        except ApiError as err:
+            if not err.not_found:
+                raise
 
     async def patch_status(self, resource: Resource, body: Body, patch: Mapping[str, Any]) -> Body:
         """The one way flagops writes a status: a merge patch of the status subresource, guarded by

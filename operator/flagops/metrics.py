@@ -107,8 +107,14 @@ API_REQUESTS: Final = Counter(
 )
 NOTIFICATIONS: Final = Counter(
     "flagops_notifications_total",
-    "Webhook notifications by result (sent, failed, dropped).",
+    "Webhook and escalation notifications by result (sent, failed, dropped).",
     ["result"],
+    registry=REGISTRY,
+)
+ESCALATIONS: Final = Counter(
+    "flagops_escalations_total",
+    "Rollbacks escalated to the escalation receiver, by why (Failed, Overdue).",
+    ["why"],
     registry=REGISTRY,
 )
 

@@ -1,4 +1,5 @@
-"""Webhook notifications: rollback phase changes and trigger firings, as JSON.
+"""Notifications, as JSON: rollback phase changes and trigger firings to the webhook,
+escalations to the escalation receiver.
 
 Delivery never blocks or fails a rollback: each message is sent by a background task
 with a bounded timeout and a few retries with backoff; what cannot be delivered is
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import aiohttp
 from pydantic import ValidationError
@@ -21,6 +22,8 @@ from flagops.models.flagset import FeatureFlagSetSpec
 logger = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT: Final = 200
+# The set's two receivers: webhook for every phase change, escalation for one page per rollback.
+Receiver = Literal["webhook", "escalation"]
 
 
 class Notifier:
@@ -30,15 +33,19 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._session: aiohttp.ClientSession | None = None
 
-    def send(self, namespace: str, flagset: str, message: dict[str, Any]) -> None:
-        """Queue a message for the set's webhook, if it has one; returns at once."""
+    def send(
+        self, namespace: str, flagset: str, message: dict[str, Any], *, receiver: Receiver = "webhook"
+    ) -> None:
+        """Queue a message for one of the set's receivers, if it has it; returns at once."""
         if len(self._tasks) >= MAX_IN_FLIGHT:
             metrics.NOTIFICATIONS.labels("dropped").inc()
             logger.warning(
                 "dropping a notification for %s/%s: %d still in flight", namespace, flagset, len(self._tasks)
             )
             return
-        task = asyncio.create_task(self._deliver(namespace, flagset, message), name="flagops-notify")
+        task = asyncio.create_task(
+            self._deliver(namespace, flagset, message, receiver), name="flagops-notify"
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -52,9 +59,11 @@ class Notifier:
             await self._session.close()
             self._session = None
 
-    async def _deliver(self, namespace: str, flagset: str, message: dict[str, Any]) -> None:
+    async def _deliver(
+        self, namespace: str, flagset: str, message: dict[str, Any], receiver: Receiver
+    ) -> None:
         try:
-            target = await self._target(namespace, flagset)
+            target = await self._target(namespace, flagset, receiver)
         except kube.ApiError as err:
             metrics.NOTIFICATIONS.labels("failed").inc()
             logger.warning("notification for %s/%s not sent: %s", namespace, flagset, err)
@@ -78,7 +87,8 @@ class Notifier:
             if delay is None:
                 break
             logger.info(
-                "webhook of %s/%s: attempt %d failed (%s); retrying in %.0fs",
+                "%s of %s/%s: attempt %d failed (%s); retrying in %.0fs",
+                receiver,
                 namespace,
                 flagset,
                 attempt,
@@ -88,10 +98,10 @@ class Notifier:
             await asyncio.sleep(delay)
         metrics.NOTIFICATIONS.labels("failed").inc()
         logger.warning(
-            "webhook of %s/%s: giving up after %d attempts (%s)", namespace, flagset, attempt, problem
+            "%s of %s/%s: giving up after %d attempts (%s)", receiver, namespace, flagset, attempt, problem
         )
 
-    async def _target(self, namespace: str, flagset: str) -> tuple[str, int] | None:
+    async def _target(self, namespace: str, flagset: str, receiver: Receiver) -> tuple[str, int] | None:
         body = await self._kube.get(kube.FLAGSETS.path(namespace, flagset))
         if body is None:
             return None
@@ -99,14 +109,14 @@ class Notifier:
             spec = FeatureFlagSetSpec.model_validate(body.get("spec") or {})
         except ValidationError:
             return None
-        webhook = spec.notifications.webhook
-        if webhook is None:
+        target = spec.notifications.webhook if receiver == "webhook" else spec.notifications.escalation
+        if target is None:
             return None
-        ref = webhook.url_secret_ref
+        ref = target.url_secret_ref
         try:
             url = await self._kube.secret_value(namespace, ref.name, ref.key)
         except kube.SecretNotUsable as err:
             metrics.NOTIFICATIONS.labels("failed").inc()
-            logger.warning("webhook of %s/%s not sent: %s", namespace, flagset, err)
+            logger.warning("%s of %s/%s not sent: %s", receiver, namespace, flagset, err)
             return None
-        return url.strip(), webhook.timeout_seconds
+        return url.strip(), target.timeout_seconds

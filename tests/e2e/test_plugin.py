@@ -88,7 +88,7 @@ def add_flag_check(cluster: Cluster, namespace: str, index: int, check: dict[str
     )
 
 
-def test_rollback_wait_exits_0_when_it_succeeds_and_non_zero_when_a_check_fails(
+def test_rollback_wait_exits_0_when_it_succeeds_and_non_zero_when_a_check_fails_release_and_abort(
     cluster: Cluster, namespace: str, epic21: dict[str, Any], endpoint: Endpoint
 ) -> None:
     listed = subprocess.run(
@@ -132,6 +132,24 @@ def test_rollback_wait_exits_0_when_it_succeeds_and_non_zero_when_a_check_fails(
         (created_name(bad), "Failed"),
         (name, "Succeeded"),
     ]
+
+    # release lifts the lock: the dialog flag is served as its spec says again.
+    released = flagops(cluster, "-n", namespace, "release", name)
+    assert released.returncode == 0, released.stderr
+    wait_until(
+        f"{DIALOG} served from the spec again",
+        lambda: get_set(cluster, namespace)["status"]["effective"].get(DIALOG) is True,
+    )
+
+    # A rollback of every flag without --emergency needs approval; abort stops it there.
+    waiting = flagops(cluster, "-n", namespace, "rollback", "epic21", "--all")
+    assert waiting.returncode == 0, waiting.stderr
+    wait_phase(cluster, namespace, created_name(waiting), "AwaitingApproval")
+    aborted = flagops(cluster, "-n", namespace, "abort", created_name(waiting))
+    assert aborted.returncode == 0, aborted.stderr
+    wait_phase(cluster, namespace, created_name(waiting), "Aborted")
+    again = flagops(cluster, "-n", namespace, "abort", created_name(waiting))
+    assert again.returncode == 1 and "already ended (Aborted): nothing to abort" in again.stderr
 
 
 def test_approve_fills_in_who_the_api_server_says_you_are_and_the_policy_decides(

@@ -13,13 +13,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{/* What the operator does, and nothing more; see README "Security". */}}
 {{- define "flagops.rules" -}}
 - apiGroups: [flagops.io]
-  resources: [featureflagsets, rollbackrequests]
+  resources: [featureflagsets, rollbackrequests, rollbackdrills]
   verbs: [get, list, watch]
 - apiGroups: [flagops.io]
   resources: [rollbackrequests]
-  verbs: [create, patch]   # triggers request rollbacks; the lock annotation flagops.io/holds
+  verbs: [create, patch, delete]   # triggers and drills request rollbacks; the lock annotation flagops.io/holds; drill history
 - apiGroups: [flagops.io]
-  resources: [featureflagsets/status, rollbackrequests/status]
+  resources: [featureflagsets/status, rollbackrequests/status, rollbackdrills/status]
   verbs: [get, patch]
 - apiGroups: [""]
   resources: [configmaps]
@@ -58,6 +58,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     ).flatten(1)
     + {{ $o }}.spec.?notifications.?webhook.?urlSecretRef
         .optMap(r, [[string(r.name), string(r.key), 'webhook']]).orValue([])
+    + {{ $o }}.spec.?notifications.?escalation.?urlSecretRef
+        .optMap(r, [[string(r.name), string(r.key), 'escalation']]).orValue([])
   : {{ $o }}.spec.?checks.orValue([])
       .filter(c, has(c.prometheus) && has(c.prometheus.bearerTokenSecretRef))
       .map(c, [c.prometheus.bearerTokenSecretRef.name, c.prometheus.bearerTokenSecretRef.key, c.prometheus.server]))

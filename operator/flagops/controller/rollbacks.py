@@ -51,6 +51,10 @@ ROLLOUT_RECHECK_SECONDS = 2.0
 Clock = Callable[[], datetime.datetime]
 
 
+def _escalated(body: dict[str, Any]) -> bool:
+    return bool((body["metadata"].get("annotations") or {}).get(logic.ESCALATED_ANNOTATION))
+
+
 def created(body: dict[str, Any]) -> datetime.datetime:
     return datetime.datetime.fromisoformat(body["metadata"]["creationTimestamp"].replace("Z", "+00:00"))
 
@@ -111,9 +115,17 @@ class RollbackReconciler:
             )
         status = self._status(body)
         phase = status.phase or Phase.PENDING
+        why, left = logic.escalation_due(spec, status, created(body), _escalated(body), self._clock())
+        if why is not None:
+            body = await self._escalate(body, status, why)
+            status = self._status(body)
         if phase.terminal:
+            generation = int(body["metadata"].get("generation", 0))
+            observed = status.model_copy(update={"observed_generation": generation})
             if spec.release and (status.locked or locks.held_annotation(body) is not None):
-                await self._release(body, spec, status)
+                await self._release(body, spec, observed)
+            elif status.observed_generation != generation:
+                await self._write(body, observed)  # a review added, or release on an unlocked request
             self._unwait(namespace, name)
             return None
         if spec.abort:
@@ -127,9 +139,12 @@ class RollbackReconciler:
             Phase.RESTORING: self._restore,
         }[phase]
         try:
-            return await step(body, spec, status)
+            again = await step(body, spec, status)
         except Failure as failure:
             return await self._finish(body, status, Phase.FAILED, failure.reason, failure.message)
+        if left is None:
+            return again
+        return left if again is None else min(again, left)  # wake up when the escalation is due
 
     async def give_up(self, namespace: str, name: str, error: str, attempts: int) -> None:
         """After repeated unexpected errors: Failed with InternalError, saying what failed."""
@@ -162,8 +177,14 @@ class RollbackReconciler:
             raise Failure(c.UNKNOWN_FLAG, result.error)
         flags, _ = logic.requested_flags(spec, set_spec)
         scenario, required, why = logic.approval_needed(spec, set_spec, set_status, flags, created(body))
+        escalation = set_spec.notifications.escalation
         plan = result.plan.model_copy(
-            update={"scenario": scenario, "approval_required": required, "approval_reason": why}
+            update={
+                "scenario": scenario,
+                "approval_required": required,
+                "approval_reason": why,
+                "escalation_after_seconds": escalation.after_seconds if escalation else None,
+            }
         )
         summary = "all" if spec.all else ",".join(flags) if len(flags) <= 3 else f"{len(flags)} flags"
         status = status.model_copy(update={"plan": plan, "started_at": now, "flags_summary": summary})
@@ -378,6 +399,52 @@ class RollbackReconciler:
         )
 
     # -- helpers -------------------------------------------------------------------------
+
+    async def _escalate(
+        self, body: dict[str, Any], status: RollbackRequestStatus, why: str
+    ) -> dict[str, Any]:
+        """Once per request: the annotation first (what survives a wiped status), then status, an
+        Event, the metric and the escalation receiver."""
+        meta, spec = body["metadata"], body.get("spec") or {}
+        now = self._clock()
+        text = logic.escalation_text(
+            meta["namespace"], meta["name"], status, (now - created(body)).total_seconds()
+        )
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = await self._kube.patch(
+            kube.ROLLBACKS.path(meta["namespace"], meta["name"]),
+            {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "annotations": {logic.ESCALATED_ANNOTATION: stamp},
+                }
+            },
+        )
+        self.index.upsert(body)
+        body = await self._write(body, status.model_copy(update={"escalated_at": now, "escalation": text}))
+        metrics.ESCALATIONS.labels(why).inc()
+        await self._events.emit(body, reason=c.ESCALATED, action="Escalate", note=text, warning=True)
+        self._notifier.send(
+            meta["namespace"],
+            str(spec.get("flagSet")),
+            {
+                "text": text,
+                "kind": "Escalation",
+                "namespace": meta["namespace"],
+                "rollbackRequest": meta["name"],
+                "flagSet": spec.get("flagSet"),
+                "phase": str(status.phase or Phase.PENDING),
+                "why": why,
+                "runningSeconds": round((now - created(body)).total_seconds(), 1),
+                "waitingFor": status.message,
+                "incident": spec.get("incident", ""),
+                "reason": spec.get("reason", ""),
+                "emergency": bool(spec.get("emergency")),
+            },
+            receiver="escalation",
+        )
+        logger.warning("RollbackRequest %s/%s escalated: %s", meta["namespace"], meta["name"], text)
+        return body
 
     async def _flagset(
         self, body: dict[str, Any], spec: RollbackRequestSpec

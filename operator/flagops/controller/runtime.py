@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flagops import kube, metrics
+from flagops.controller.drills import DrillReconciler
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler
 from flagops.controller.index import RollbackIndex
@@ -26,7 +27,7 @@ from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
 
-KeyKind = Literal["FeatureFlagSet", "RollbackRequest", "Triggers"]
+KeyKind = Literal["FeatureFlagSet", "RollbackRequest", "RollbackDrill", "Triggers"]
 # Unexpected errors (not the API server's) in a row before a pass gives up (about 15 s of backoff).
 MAX_UNEXPECTED_FAILURES = 5
 
@@ -94,6 +95,7 @@ class Controller:
             targets=settings.targets,
             index=self.rollback_index,
         )
+        self.drills = DrillReconciler(client, self.events)
         self.triggers = TriggerEvaluator(
             client, self.events, self.flagsets, self.rollbacks.prober, self.notifier
         )
@@ -195,6 +197,8 @@ class Controller:
                 return await self.flagsets.reconcile(key.namespace, key.name)
             case "RollbackRequest":
                 return await self.rollbacks.reconcile(key.namespace, key.name)
+            case "RollbackDrill":
+                return await self.drills.reconcile(key.namespace, key.name)
             case "Triggers":
                 return await self.triggers.evaluate(key.namespace, key.name)
         raise AssertionError(key)

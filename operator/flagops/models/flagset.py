@@ -215,11 +215,30 @@ class WebhookNotification(Model):
     timeout_seconds: int = Field(default=5, ge=1, le=30, description="Timeout of one delivery attempt.")
 
 
+class EscalationNotification(Model):
+    url_secret_ref: SecretKeyRef = Field(
+        description="The Secret key holding the escalation receiver's URL (a pager, the tech lead's channel)."
+    )
+    after_seconds: int = Field(
+        default=3600,
+        ge=1,
+        le=7 * 86400,
+        description="Escalate a rollback that has not succeeded this long after it was requested "
+        "(the plan's hour). A Failed rollback escalates at once.",
+    )
+    timeout_seconds: int = Field(default=5, ge=1, le=30, description="Timeout of one delivery attempt.")
+
+
 class Notifications(Model):
     webhook: WebhookNotification | None = Field(
         default=None,
         description="POST a JSON message (Slack-compatible text plus fields) on every rollback phase "
         "change and trigger firing.",
+    )
+    escalation: EscalationNotification | None = Field(
+        default=None,
+        description="A second receiver that gets one Escalation message per rollback that fails or "
+        "has not succeeded within afterSeconds (a page, where webhook is an FYI).",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -20,13 +20,39 @@ from flagops.models.common import (
 from flagops.models.flagset import MAX_FLAGS, Scenario, WorkloadKind, WorkloadState
 
 IMMUTABLE = (
-    "spec is immutable once created (only approved, abort and release may change); create a new request"
+    "spec is immutable once created (only approved, abort, release and, after it ends, review may "
+    "change); create a new request"
 )
 
 
 def immutable(field_name: str) -> dict[str, Any]:
     """A transition rule: this field keeps its value after creation."""
     return {"x-kubernetes-validations": [cel("self == oldSelf", f"{field_name} is immutable: {IMMUTABLE}")]}
+
+
+class ActionItem(Model):
+    description: str = Field(min_length=1, max_length=1024, description="What is to be done.")
+    owner: str = Field(min_length=1, max_length=253, description="Who does it.")
+    due: datetime.date | None = Field(default=None, description="By when (YYYY-MM-DD).")
+    done: bool = Field(default=False, description="Whether it is done.")
+
+
+class Review(Model):
+    """The plan's post-incident record: root cause and lessons learned."""
+
+    root_cause: str = Field(default="", max_length=4096, description="What caused the incident.")
+    went_well: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=32, description="What went well."
+    )
+    could_improve: list[Annotated[str, Field(max_length=1024)]] = Field(
+        default_factory=list, max_length=32, description="What could improve."
+    )
+    action_items: list[ActionItem] = Field(
+        default_factory=list, max_length=32, description="Action items, each with an owner."
+    )
+    authors: list[Annotated[str, Field(max_length=253)]] = Field(
+        default_factory=list, max_length=16, description="Who wrote the review."
+    )
 
 
 class RollbackRequestSpec(Model):
@@ -104,6 +130,12 @@ class RollbackRequestSpec(Model):
         default=False,
         description="Lift the lock: the flags follow the set's spec again. May be set later.",
     )
+    review: Review | None = Field(
+        default=None,
+        description="The post-incident review: root cause, what went well, what could improve, action "
+        "items. Added or edited once the request has ended; `kubectl flagops report` prints it with the "
+        "timeline.",
+    )
 
 
 SPEC_VALIDATIONS = (
@@ -135,6 +167,21 @@ class Phase(StrEnum):
     @property
     def terminal(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.ABORTED, Phase.PLANNED)
+
+
+# On the whole object, so that it sees the phase. A transition rule (it reads oldSelf): a create
+# carrying a review, as a restore from backup does, is admitted.
+ROOT_VALIDATIONS = (
+    cel(
+        "oldSelf.spec.?review == self.spec.?review || self.?status.?phase.orValue('') in "
+        + "["
+        + ", ".join(f"'{p}'" for p in Phase if p.terminal)
+        + "]",
+        "spec.review can be written once the request has ended (Succeeded, Failed, Aborted or Planned); "
+        "wait for it to end",
+        fieldPath=".spec.review",
+    ),
+)
 
 
 class FlagChange(Model):
@@ -191,6 +238,10 @@ class Plan(Model):
         default=False, description="Whether the approval policy asks for approval."
     )
     approval_reason: str = Field(default="", description="Why approval is, or is not, required.")
+    escalation_after_seconds: int | None = Field(
+        default=None,
+        description="The set's notifications.escalation.afterSeconds when planned; empty: no escalation.",
+    )
 
 
 class Measurement(Model):
@@ -306,6 +357,10 @@ class RollbackRequestStatus(Model):
     )
     validated_at: datetime.datetime | None = Field(default=None, description="When every check passed.")
     restored_at: datetime.datetime | None = Field(default=None, description="Drill only: values restored.")
+    escalated_at: datetime.datetime | None = Field(
+        default=None, description="When the escalation receiver was notified (once per request)."
+    )
+    escalation: str = Field(default="", description="What the escalation said.")
     completed_at: datetime.datetime | None = Field(
         default=None, description="When a terminal phase was reached."
     )

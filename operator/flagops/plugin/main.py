@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import yaml
 
-from flagops import kube
+from flagops import kube, report
 from flagops.plugin import lint, view
 
 OK: Final = 0
@@ -415,6 +415,17 @@ async def history(s: Session, args: argparse.Namespace) -> int:
     return OK
 
 
+async def incident_report(s: Session, args: argparse.Namespace) -> int:
+    try:
+        obj, events = await report.fetch(s.api, s.namespace, args.name)
+    except kube.ApiError as err:
+        raise _api_failure(err) from err
+    if obj is None:
+        raise Failure(f'RollbackRequest "{args.name}" not found in namespace {s.namespace}', UNAVAILABLE)
+    sys.stdout.write(report.render(obj, events))
+    return OK
+
+
 def run_lint(args: argparse.Namespace) -> int:
     problems, seen = lint.check_paths(args.files)
     for problem in problems:
@@ -545,6 +556,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("set", help="the FeatureFlagSet")
     _output(p)
     p.set_defaults(func=history)
+
+    p = command(
+        "report", "a rollback's incident record as Markdown: timeline, plan, checks, durations, review"
+    )
+    p.add_argument("name", help="the RollbackRequest")
+    p.set_defaults(func=incident_report)
 
     p = command("lint", "validate FeatureFlagSet and RollbackRequest YAML offline, as the API server does")
     p.add_argument("files", nargs="+", metavar="FILE", help="files or directories (- for stdin)")

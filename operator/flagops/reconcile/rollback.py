@@ -7,6 +7,7 @@ import datetime
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from flagops import conditions as c
 from flagops.models.checks import (
@@ -447,3 +448,43 @@ def phase_conditions(
     else:
         put(c.SUCCEEDED, None, reason, message)
     return conds
+
+
+# -- escalation ------------------------------------------------------------------------------
+
+ESCALATED_ANNOTATION: Final = "flagops.io/escalated-at"
+
+
+def escalation_due(
+    spec: RollbackRequestSpec,
+    status: RollbackRequestStatus,
+    created: datetime.datetime,
+    escalated: bool,
+    now: datetime.datetime,
+) -> tuple[str | None, float | None]:
+    """(why to escalate now, or None; seconds until it would be due, or None). Once per request,
+    never for a drill or a dry run: a Failed rollback at once, one still short of Succeeded after
+    the set's escalation.afterSeconds."""
+    after = status.plan.escalation_after_seconds if status.plan else None
+    if escalated or after is None or spec.drill or spec.dry_run:
+        return None, None
+    if status.phase == Phase.FAILED:
+        return "Failed", None
+    if status.phase is not None and status.phase.terminal:
+        return None, None
+    left = after - (now - created).total_seconds()
+    return ("Overdue", None) if left <= 0 else (None, left)
+
+
+def escalation_text(namespace: str, name: str, status: RollbackRequestStatus, ran: float) -> str:
+    phase = status.phase or Phase.PENDING
+    flags = status.flags_summary or "its flags"
+    if phase == Phase.FAILED:
+        return (
+            f"ESCALATION: RollbackRequest {namespace}/{name} ({flags}) failed after {format_duration(ran)}: "
+            f"{status.message}"
+        )
+    return (
+        f"ESCALATION: RollbackRequest {namespace}/{name} ({flags}) has not succeeded after "
+        f"{format_duration(ran)}; it is {phase}: {status.message}"
+    )

@@ -198,3 +198,87 @@ async def test_a_removed_restart_annotation_is_put_back_and_said_so(deployed: Fa
     reasons = [o["reason"] for (plural, _, _), o in api.objects.items() if plural == "events"]
     assert "WorkloadAnnotationCorrected" in reasons
     assert served(api) == "true"
+
+
+class RecordingNotifier(Notifier):
+    """Records what would be sent, per receiver."""
+
+    def __init__(self, api: FakeKube) -> None:
+        super().__init__(api)  # type: ignore[arg-type]
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def send(
+        self, namespace: str, flagset: str, message: dict[str, Any], *, receiver: str = "webhook"
+    ) -> None:  # type: ignore[override]
+        self.sent.append((receiver, message))
+
+
+def escalating_set(api: FakeKube, checks: list[dict[str, Any]] | None = None) -> None:
+    for name in ("butler", "api"):
+        api.put("deployments", deployment(name))
+    body = flagset(checks=checks)
+    body["spec"]["notifications"] = {
+        "escalation": {"urlSecretRef": {"name": "pager", "key": "url"}, "afterSeconds": 30}
+    }
+    api.put("featureflagsets", body)
+
+
+def escalations(notifier: RecordingNotifier) -> list[dict[str, Any]]:
+    return [message for receiver, message in notifier.sent if receiver == "escalation"]
+
+
+async def test_a_rollback_that_overruns_escalates_once_and_the_record_survives_a_wiped_status() -> None:
+    api = FakeKube()
+    escalating_set(api)
+    operator = Operator(api)
+    await operator.settle(api)
+    notifier = RecordingNotifier(api)
+    operator.rollbacks._notifier = notifier
+    # Two flags: the set's matrix wants an approval nobody gives.
+    api.put("rollbackrequests", rollback(flags=[DIALOG, "USE_NEW_STORAGE_ADAPTER"]))
+    await operator.settle(api, passes=5)
+    assert api.obj("rollbackrequests", NS, "rb")["status"]["phase"] == "AwaitingApproval"  # type: ignore[index]
+    assert escalations(notifier) == []
+
+    operator.now += datetime.timedelta(seconds=60)
+    again = await operator.rollbacks.reconcile(NS, "rb")
+    await operator.rollbacks.reconcile(NS, "rb")
+    (sent,) = escalations(notifier)
+    assert (sent["kind"], sent["why"], sent["phase"]) == ("Escalation", "Overdue", "AwaitingApproval")
+    assert "has not succeeded after 1m" in sent["text"] and "approval" in sent["waitingFor"]
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None and request["status"]["escalation"] == sent["text"]
+    assert again is None  # nothing more to wake up for: the approval arrives as an event
+
+    path = f"/apis/flagops.io/v1alpha1/namespaces/{NS}/rollbackrequests/rb/status"
+    await api.patch(path, {"status": {"escalatedAt": None, "escalation": None}})
+    await operator.rollbacks.reconcile(NS, "rb")
+    assert len(escalations(notifier)) == 1
+
+
+async def test_a_waiting_rollback_wakes_up_when_its_escalation_is_due() -> None:
+    api = FakeKube()
+    escalating_set(api)
+    operator = Operator(api)
+    await operator.settle(api)
+    api.put("rollbackrequests", rollback(flags=[DIALOG, "USE_NEW_STORAGE_ADAPTER"]))
+    await operator.rollbacks.reconcile(NS, "rb")
+    wait = await operator.rollbacks.reconcile(NS, "rb")
+    assert wait is not None and 0 < wait <= 30
+
+
+async def test_a_failed_rollback_escalates_at_once() -> None:
+    api = FakeKube()
+    # The check's target is loopback, which the default target policy refuses: Failed.
+    escalating_set(api, checks=[{"name": "health", "http": {"url": "http://127.0.0.1:9/healthz"}}])
+    operator = Operator(api)
+    await operator.settle(api)
+    notifier = RecordingNotifier(api)
+    operator.rollbacks._notifier = notifier
+    api.put("rollbackrequests", rollback())
+    await operator.settle(api)
+    assert api.obj("rollbackrequests", NS, "rb")["status"]["phase"] == "Failed"  # type: ignore[index]
+    await operator.rollbacks.reconcile(NS, "rb")
+    await operator.rollbacks.reconcile(NS, "rb")
+    (sent,) = escalations(notifier)
+    assert sent["why"] == "Failed" and "failed after" in sent["text"]

@@ -33,7 +33,11 @@ def immutable(field_name: str) -> dict[str, Any]:
 class ActionItem(Model):
     description: str = Field(min_length=1, max_length=1024, description="What is to be done.")
     owner: str = Field(min_length=1, max_length=253, description="Who does it.")
-    due: datetime.date | None = Field(default=None, description="By when (YYYY-MM-DD).")
+    due: datetime.date | None = Field(
+        default=None,
+        description="By when (YYYY-MM-DD).",
+        json_schema_extra={"maxLength": 10},  # bounds the cost of the CEL rule comparing reviews
+    )
     done: bool = Field(default=False, description="Whether it is done.")
 
 
@@ -173,10 +177,12 @@ class Phase(StrEnum):
 # carrying a review, as a restore from backup does, is admitted.
 ROOT_VALIDATIONS = (
     cel(
-        "oldSelf.spec.?review == self.spec.?review || self.?status.?phase.orValue('') in "
-        + "["
+        # Optional-typed comparisons (spec.?review) are costed as unbounded by the API server.
+        "(has(self.spec.review) == has(oldSelf.spec.review)"
+        " && (!has(self.spec.review) || oldSelf.spec.review == self.spec.review))"
+        " || (has(self.status) && has(self.status.phase) && self.status.phase in ["
         + ", ".join(f"'{p}'" for p in Phase if p.terminal)
-        + "]",
+        + "])",
         "spec.review can be written once the request has ended (Succeeded, Failed, Aborted or Planned); "
         "wait for it to end",
         fieldPath=".spec.review",

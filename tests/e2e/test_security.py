@@ -391,3 +391,67 @@ def test_the_plans_authority_matrix_decides_who_initiates_and_who_approves(
     single = wait_phase(cluster, namespace, "single", "Succeeded")
     assert single["status"]["plan"]["scenario"] == "SingleFlagInWindow"
     assert single["status"].get("approvedBy") is None
+
+
+def test_a_drill_runs_only_what_its_author_may_run_and_an_escalation_url_is_a_secret_use(
+    cluster: Cluster,
+    namespace: str,
+    policies: None,
+    operator: OperatorProcess,
+    endpoint: Endpoint,
+    tmp_path: Path,
+) -> None:
+    create_secret(cluster, namespace, "db-creds", password=PASSWORD)
+    role(cluster, namespace, "driller", ("get,list,watch,create,patch", "rollbackdrills.flagops.io"))
+    for group in ("developers", "ep21-tech-lead"):
+        bind(cluster, namespace, "driller-rollbackdrills", f"--group={group}")
+    deploy_dialog_enabled(cluster, namespace)
+    wait_delegation_enforced(cluster, namespace)
+    admin = cluster.kubeconfig
+
+    def drill(name: str, **spec: Any) -> dict[str, Any]:
+        return {
+            "apiVersion": "flagops.io/v1alpha1",
+            "kind": "RollbackDrill",
+            "metadata": {"name": name},
+            "spec": {
+                "flagSet": "epic21",
+                "all": True,
+                "owner": "lena",
+                "stage": "all",
+                "schedule": "@weekly",
+                **spec,
+            },
+        }
+
+    # flagops would initiate each drill: its author must be an initiator of that scenario.
+    def refusal_of_dev() -> str | None:
+        result = kubectl(
+            admin, *as_user("dev", "developers"), "-n", namespace, "apply", "--dry-run=server", "-f", "-",
+            stdin=json.dumps(drill("weekly")), check=False,
+        )  # fmt: skip
+        return result.stderr if "may not initiate" in result.stderr else None
+
+    message = wait_until("the approval policy enforced on drills", refusal_of_dev, timeout=30)
+    assert "dev may not initiate MultiFlag rollbacks of FeatureFlagSet epic21" in message
+    assert "which this RollbackDrill would run in its name" in message
+    admitted(admin, namespace, drill("weekly", suspend=True), *as_user("lena", "ep21-tech-lead"))
+
+    # A drill's checks are Secret uses like a request's.
+    message = refused(
+        admin,
+        namespace,
+        drill("exfil", checks=[token_check(endpoint.url)]),
+        *as_user("lena", "ep21-tech-lead"),
+    )
+    assert (
+        "lena may not get Secret db-creds" in message
+        and "RollbackDrill would have flagops send it" in message
+    )
+
+    # So is an escalation receiver's URL.
+    oncall = flag_editor(cluster, namespace, "oncall", tmp_path)
+    escalation = {"escalation": {"urlSecretRef": {"name": "db-creds", "key": "password"}}}
+    assert "may not get Secret db-creds" in refused(
+        oncall, namespace, flagset("paging", notifications=escalation)
+    )

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a local Kubernetes, Prometheus, the flagops operator, and the Epic 21 story:
-# a flag goes out, its error rate rises, a trigger rolls it back, Prometheus confirms.
+# a flag goes out, its error rate rises, a trigger rolls it back, Prometheus confirms; then the
+# incident record and the drill schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -103,6 +104,18 @@ show kubectl -n $ns get ffs
 echo "error ratio now: $(promql "$ratio")"
 show kubectl -n $ns get rollback "$rollback" -o jsonpath='{range .status.checks[*]}{.name}{": "}{.phase}{" - "}{.target}{"\n  "}{.message}{"\n"}{end}'
 show kubectl -n $ns describe rollback "$rollback"
+
+step "The post-incident record: a review once it has ended, then the report"
+export PATH=$root/.venv/bin:$PATH   # kubectl finds the kubectl-flagops plugin there
+show kubectl -n $ns patch rollback "$rollback" --type=merge --patch-file examples/epic21/review.yaml
+show kubectl flagops -n $ns report "$rollback"
+
+step "The plan's drill schedule: a weekly drill per stage, in staging"
+show kubectl -n $ns apply -f examples/epic21/drills.yaml
+for d in stage-21-01a stage-21-01b stage-21-01c stage-21-01d; do
+  wait_for 30 "drill $d scheduled" sh -c "kubectl -n $ns get rollbackdrill $d -o jsonpath='{.status.nextRunAt}' | grep -q ."
+done
+show kubectl -n $ns get drills
 
 step "The operator's own metrics (http://127.0.0.1:$metrics_port/metrics)"
 curl -s "http://127.0.0.1:$metrics_port/metrics" |

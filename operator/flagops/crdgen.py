@@ -120,9 +120,10 @@ ROLLBACK_DRILL = Kind(
         Printer("Stage", ".spec.stage", "string", "The plan's stage"),
         Printer("FlagSet", ".spec.flagSet", "string", "The FeatureFlagSet drilled"),
         Printer("Owner", ".spec.owner", "string", "Who owns the drill"),
-        Printer("Next", ".status.nextRunAt", "date", "When the next drill is due"),
-        Printer("Last", ".status.lastRunAt", "date", "The due time of the last drill"),
-        Printer("Status", ".status.lastResult", "string", "The last drill's outcome"),
+        # Timestamps, not ages: kubectl prints a date column in the future as <invalid>.
+        Printer("Next", ".status.nextRunAt", "string", "When the next drill is due"),
+        Printer("Last", ".status.lastRunAt", "string", "The due time of the last drill"),
+        Printer("Status", ".status.state", "string", "Scheduled, Running, or the last drill's outcome"),
         Printer("Schedule", ".spec.schedule", "string", "Cron schedule", 1),
         Printer("Request", ".status.lastRequest", "string", "The last drill's RollbackRequest", 1),
         Printer("Message", ".status.message", "string", "What happened last", 1),

@@ -67,7 +67,11 @@ def render(obj: Obj, events: Iterable[Obj] = (), targets: DrillTargets | None = 
         _events(events),
         _review(obj),
     )
-    return "\n".join(line for section in sections for line in section).rstrip() + "\n"
+    lines: list[str] = []
+    for line in (line for section in sections for line in section):
+        if line or (lines and lines[-1]):  # one blank line between blocks
+            lines.append(line)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def _summary(obj: Obj) -> list[str]:
@@ -96,7 +100,11 @@ def _summary(obj: Obj) -> list[str]:
         ["Approval", approval],
         ["Escalation", status.get("escalation")],
     ]
-    return [f"# Incident record: {spec.get('incident') or meta['name']}", "", *_table(["", ""], rows)]
+    return [
+        f"# Incident record: {spec.get('incident') or meta['name']}",
+        "",
+        *_table(["Item", "Record"], rows),
+    ]
 
 
 def _timeline(obj: Obj) -> list[str]:

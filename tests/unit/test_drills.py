@@ -183,7 +183,7 @@ async def test_a_due_drill_creates_one_request_however_often_it_is_reconciled() 
     )
     status = api.obj("rollbackdrills", "team", "stage-21-01a")["status"]  # type: ignore[index]
     assert status["lastRequest"] == request["metadata"]["name"]
-    assert status["conditions"][0]["reason"] == "DrillRunning"
+    assert status["conditions"][0]["reason"] == "DrillRunning" and status["state"] == "Running"
 
     # A wiped status does not make the same run again.
     await api.patch(
@@ -209,6 +209,6 @@ async def test_a_bad_schedule_is_a_condition_not_a_crash() -> None:
     reconciler = DrillReconciler(api, EventRecorder(api, instance="t"))  # type: ignore[arg-type]
     assert await reconciler.reconcile("team", "stage-21-01a") is None
     status = api.obj("rollbackdrills", "team", "stage-21-01a")["status"]  # type: ignore[index]
-    assert status["conditions"][0]["reason"] == "InvalidSchedule"
+    assert status["conditions"][0]["reason"] == status["state"] == "InvalidSchedule"
     assert "minute: 61 is outside 0-59" in status["message"]
     assert requests(api) == []

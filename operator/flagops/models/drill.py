@@ -112,6 +112,11 @@ class RollbackDrillStatus(Model):
     )
     next_run_at: datetime.datetime | None = Field(default=None, description="When the next drill is due.")
     last_run_at: datetime.datetime | None = Field(default=None, description="The due time of the last drill.")
+    state: str | None = Field(
+        default=None,
+        description="The table's status: Scheduled (never run yet), Running, the last drill's result "
+        "(Succeeded, Failed, Aborted, MissedTargets), Suspended or InvalidSchedule.",
+    )
     last_request: str | None = Field(default=None, description="The last drill's RollbackRequest.")
     last_result: str | None = Field(
         default=None,

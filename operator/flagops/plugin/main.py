@@ -191,13 +191,17 @@ async def list_all(s: Session, args: argparse.Namespace) -> int:
         rollbacks = await s.api.list(kube.ROLLBACKS.path(namespace))
     except kube.ApiError as err:
         raise _api_failure(err) from err
+    try:
+        drills = await s.api.list(kube.DRILLS.path(namespace))
+    except kube.ApiError:
+        drills = []  # an older CRD set, or no right to list them: the rest still shows
     key = lambda o: (o["metadata"].get("namespace", ""), o["metadata"].get("creationTimestamp", ""))  # noqa: E731
-    sets.sort(key=key)
-    rollbacks.sort(key=key)
+    for items in (sets, rollbacks, drills):
+        items.sort(key=key)
     if s.output:
-        s.emit({"featureFlagSets": sets, "rollbackRequests": rollbacks})
+        s.emit({"featureFlagSets": sets, "rollbackRequests": rollbacks, "rollbackDrills": drills})
     else:
-        print(view.listing(sets, rollbacks, s.now(), s.all_namespaces))
+        print(view.listing(sets, rollbacks, s.now(), s.all_namespaces, drills))
     return OK
 
 
@@ -496,7 +500,7 @@ def parser() -> argparse.ArgumentParser:
         _output(p)
         p.set_defaults(func=func)
 
-    p = command("list", "sets and rollbacks, one line each", aliases=["ls"])
+    p = command("list", "sets, rollbacks and drills, one line each", aliases=["ls"])
     p.add_argument("-A", "--all-namespaces", action="store_true", help="in every namespace")
     _output(p)
     p.set_defaults(func=list_all)

@@ -417,10 +417,35 @@ def rollback_line(obj: Obj, now: datetime.datetime) -> list[str]:
     ]
 
 
-def listing(sets: Sequence[Obj], rollbacks: Sequence[Obj], now: datetime.datetime, namespaces: bool) -> str:
+def drill_line(obj: Obj, now: datetime.datetime) -> list[str]:
+    spec, status = obj.get("spec", {}), obj.get("status", {})
+    nxt = clock(status.get("nextRunAt")) if status.get("nextRunAt") else "none"
+    last = (
+        f"last {status.get('lastResult')} ({clock(status.get('lastRunAt'))})"
+        if status.get("lastRunAt")
+        else "never run"
+    )
+    return [
+        "RollbackDrill",
+        obj["metadata"].get("namespace", ""),
+        obj["metadata"]["name"],
+        "Suspended" if spec.get("suspend") else (status.get("lastResult") or "Scheduled"),
+        f"stage {spec.get('stage', '')}, owner {spec.get('owner', '')}: next {nxt}, {last}",
+        age(obj["metadata"].get("creationTimestamp"), now),
+    ]
+
+
+def listing(
+    sets: Sequence[Obj],
+    rollbacks: Sequence[Obj],
+    now: datetime.datetime,
+    namespaces: bool,
+    drills: Sequence[Obj] = (),
+) -> str:
     rows = [set_line(o, now) for o in sets] + [rollback_line(o, now) for o in rollbacks]
+    rows += [drill_line(o, now) for o in drills]
     if not rows:
-        return "No FeatureFlagSets or RollbackRequests found."
+        return "No FeatureFlagSets, RollbackRequests or RollbackDrills found."
     header = ["KIND", "NAMESPACE", "NAME", "STATUS", "SUMMARY", "AGE"]
     if not namespaces:
         header, rows = header[:1] + header[2:], [r[:1] + r[2:] for r in rows]

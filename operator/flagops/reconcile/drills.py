@@ -340,9 +340,16 @@ def drill_status(
         else:
             message = f"next drill {when(next_at)}"
     scheduled = ConditionStatus.TRUE if reason in (c.DRILL_DUE, c.DRILL_RUNNING) else ConditionStatus.FALSE
+    if spec.suspend:
+        state = "Suspended"
+    elif reason == c.DRILL_RUNNING:
+        state = "Running"
+    else:
+        state = result(last) if last else "Scheduled"
     return old.model_copy(
         update={
             "observed_generation": generation,
+            "state": state,
             "next_run_at": next_at,
             "last_run_at": last.scheduled_at if last else None,
             "last_request": last.request if last else None,
@@ -374,6 +381,7 @@ def invalid_status(
             "message": message,
             "conditions": conditions,
             "next_run_at": None,
+            "state": c.INVALID_SCHEDULE,
         }
     )
 

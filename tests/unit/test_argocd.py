@@ -79,6 +79,7 @@ def test_every_phase_has_a_health() -> None:
 ACTION_TESTS = {
     kind.name: yaml.safe_load((kind / "actions" / "action_test.yaml").read_text())
     for kind in sorted(CUSTOMIZATIONS.iterdir())
+    if (kind / "actions").is_dir()
 }
 DISCOVERY_CASES = [(kind, case) for kind, tests in ACTION_TESTS.items() for case in tests["discoveryTests"]]
 ACTION_CASES = [(kind, case) for kind, tests in ACTION_TESTS.items() for case in tests["actionTests"]]

@@ -66,9 +66,10 @@ def test_a_drill_due_in_seconds_runs_restores_and_is_recorded(
     deploy_dialog_enabled(cluster, namespace)
     due = (now() + datetime.timedelta(seconds=5)).replace(microsecond=0)
     health = {"name": "health", "http": {"url": f"{endpoint.url}/healthz"}, "intervalSeconds": 1}
-    apply(
-        cluster, namespace, drill("stage-21-01a", at=due.isoformat().replace("+00:00", "Z"), checks=[health])
-    )
+    # Two flags: a MultiFlag rollback, which the set's matrix has wait for approval; a drill's run
+    # was authorized when the drill was admitted, and does not wait.
+    at = due.isoformat().replace("+00:00", "Z")
+    apply(cluster, namespace, drill("stage-21-01a", flags=[DIALOG, STORAGE], at=at, checks=[health]))
 
     def recorded() -> dict[str, Any] | None:
         status = get_drill(cluster, namespace, "stage-21-01a").get("status", {})
@@ -86,6 +87,8 @@ def test_a_drill_due_in_seconds_runs_restores_and_is_recorded(
     assert request["metadata"]["ownerReferences"][0]["kind"] == "RollbackDrill"
     assert request["metadata"]["annotations"][SCHEDULED_AT] == due.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert request["status"]["restoredAt"]
+    assert request["status"]["plan"]["scenario"] == "MultiFlag"
+    assert "a drill scheduled by RollbackDrill stage-21-01a" in request["status"]["plan"]["approvalReason"]
     assert served(cluster, namespace, DIALOG) == "true"  # a drill puts the value back
 
     table = kubectl(cluster.kubeconfig, "-n", namespace, "get", "drills").stdout.splitlines()

@@ -141,9 +141,11 @@ def test_shipped_rbac_has_no_wildcards(installed: None, cluster: Cluster) -> Non
     for rule in role["rules"]:
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), rule
-        assert not {"escalate", "bind", "impersonate", "delete", "deletecollection"} & set(rule["verbs"]), (
-            rule
-        )
+        assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
+        # One delete: a drill's finished runs past its historyLimit. It adds no power over locks,
+        # which patch (the holds annotation) already has.
+        if "delete" in rule["verbs"]:
+            assert (rule["apiGroups"], rule["resources"]) == (["flagops.io"], ["rollbackrequests"]), rule
     secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 

@@ -402,9 +402,16 @@ def test_a_drill_runs_only_what_its_author_may_run_and_an_escalation_url_is_a_se
     tmp_path: Path,
 ) -> None:
     create_secret(cluster, namespace, "db-creds", password=PASSWORD)
-    role(cluster, namespace, "driller", ("get,list,watch,create,patch", "rollbackdrills.flagops.io"))
+    role(
+        cluster,
+        namespace,
+        "driller",
+        ("get,list,watch,create,patch", "rollbackdrills.flagops.io"),
+        ("get,list,watch,create,patch", "rollbackrequests.flagops.io"),
+    )
     for group in ("developers", "ep21-tech-lead"):
-        bind(cluster, namespace, "driller-rollbackdrills", f"--group={group}")
+        for resource in ("rollbackdrills", "rollbackrequests"):
+            bind(cluster, namespace, f"driller-{resource}", f"--group={group}")
     deploy_dialog_enabled(cluster, namespace)
     wait_delegation_enforced(cluster, namespace)
     admin = cluster.kubeconfig
@@ -435,15 +442,21 @@ def test_a_drill_runs_only_what_its_author_may_run_and_an_escalation_url_is_a_se
     message = wait_until("the approval policy enforced on drills", refusal_of_dev, timeout=30)
     assert "dev may not initiate MultiFlag rollbacks of FeatureFlagSet epic21" in message
     assert "which this RollbackDrill would run in its name" in message
-    admitted(admin, namespace, drill("weekly", suspend=True), *as_user("lena", "ep21-tech-lead"))
+    # Its runs do not wait for approval, so its author must also be an approver of the scenario.
+    lena = ("--as=lena", "--as-group=ep21-tech-lead", "--as-group=operations-managers")
+    message = refused(admin, namespace, drill("weekly", suspend=True), *as_user("lena", "ep21-tech-lead"))
+    assert "lena may not approve MultiFlag rollbacks of FeatureFlagSet epic21" in message
+    assert "the drills of this RollbackDrill run without waiting for approval" in message
+    admitted(admin, namespace, drill("weekly", suspend=True), *lena)
+    # Nobody else can pass a request off as a drill's run.
+    forged = rollback("forged", drill=True)
+    forged["metadata"]["labels"] = {"flagops.io/drill-uid": "x"}
+    message = refused(admin, namespace, forged, *as_user("lena", "ep21-tech-lead"))  # an initiator
+    assert "the label flagops.io/drill-uid is set by flagops" in message
 
-    # A drill's checks are Secret uses like a request's.
-    message = refused(
-        admin,
-        namespace,
-        drill("exfil", checks=[token_check(endpoint.url)]),
-        *as_user("lena", "ep21-tech-lead"),
-    )
+    # A drill's checks are Secret uses like a request's (lena as both initiator and approver, so
+    # only the delegation policy has a reason to refuse).
+    message = refused(admin, namespace, drill("exfil", checks=[token_check(endpoint.url)]), *lena)
     assert (
         "lena may not get Secret db-creds" in message
         and "RollbackDrill would have flagops send it" in message

@@ -212,3 +212,11 @@ async def test_a_bad_schedule_is_a_condition_not_a_crash() -> None:
     assert status["conditions"][0]["reason"] == status["state"] == "InvalidSchedule"
     assert "minute: 61 is outside 0-59" in status["message"]
     assert requests(api) == []
+
+
+def test_a_run_is_a_drills_only_when_its_label_and_owner_agree() -> None:
+    request = logic.drill_request(drill_body(), spec(schedule="@daily"), T0)
+    assert logic.scheduled_by(request) == "stage-21-01a"
+    request["metadata"]["labels"][logic.DRILL_LABEL] = "someone-else"
+    assert logic.scheduled_by(request) is None
+    assert logic.scheduled_by({"metadata": {"labels": {logic.DRILL_LABEL: "u-1"}}}) is None

@@ -83,10 +83,12 @@ class DrillReconciler:
         return min(max(wait, 0.0), MAX_WAIT_SECONDS)
 
     async def _requests(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """Its runs: labelled with its uid and owned by it (a label alone could be anyone's)."""
         selector = f"{logic.DRILL_LABEL}={body['metadata']['uid']}"
-        return await self._kube.list(
+        listed = await self._kube.list(
             kube.ROLLBACKS.path(body["metadata"]["namespace"]), label_selector=selector
         )
+        return [r for r in listed if logic.scheduled_by(r) == body["metadata"]["name"]]
 
     async def _start(self, body: dict[str, Any], spec: RollbackDrillSpec, due: datetime.datetime) -> None:
         request = logic.drill_request(body, spec, due)

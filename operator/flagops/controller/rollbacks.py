@@ -38,8 +38,8 @@ from flagops.models.rollback import (
     WorkloadResult,
 )
 from flagops.notify import Notifier
+from flagops.reconcile import drills, locks
 from flagops.reconcile import flagset as fs
-from flagops.reconcile import locks
 from flagops.reconcile import rollback as logic
 from flagops.reconcile.targets import TargetPolicy
 
@@ -176,7 +176,9 @@ class RollbackReconciler:
         if result.error:
             raise Failure(c.UNKNOWN_FLAG, result.error)
         flags, _ = logic.requested_flags(spec, set_spec)
-        scenario, required, why = logic.approval_needed(spec, set_spec, set_status, flags, created(body))
+        scenario, required, why = logic.approval_needed(
+            spec, set_spec, set_status, flags, created(body), scheduled_by=drills.scheduled_by(body)
+        )
         escalation = set_spec.notifications.escalation
         plan = result.plan.model_copy(
             update={

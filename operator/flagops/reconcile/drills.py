@@ -182,6 +182,16 @@ class Schedule:
         return None
 
 
+def scheduled_by(request: Mapping[str, Any]) -> str | None:
+    """The RollbackDrill that created this request: its label and its controller owner agree."""
+    meta = request.get("metadata") or {}
+    uid = (meta.get("labels") or {}).get(DRILL_LABEL)
+    for owner in meta.get("ownerReferences") or []:
+        if uid and owner.get("kind") == "RollbackDrill" and owner.get("uid") == uid:
+            return str(owner.get("name"))
+    return None
+
+
 def request_name(drill: str, slot: datetime.datetime) -> str:
     """Derived from the due time: a second create of the same run is a duplicate."""
     suffix = slot.astimezone(datetime.UTC).strftime("-%Y%m%d-%H%M%S")

@@ -194,9 +194,19 @@ def approval_needed(
     set_status: FeatureFlagSetStatus,
     flags: list[str],
     created: datetime.datetime,
+    *,
+    scheduled_by: str | None = None,
 ) -> tuple[Scenario, bool, str]:
-    """The plan's authority matrix: (scenario, approval required, why)."""
+    """The plan's authority matrix: (scenario, approval required, why). A drill a RollbackDrill
+    scheduled was authorized when the drill was admitted (the approval policy lets only someone
+    who may initiate, and approve, its scenario create it): it does not wait again."""
     row, why = scenario(spec, set_status, flags, set_spec.approval.window_seconds, created)
+    if scheduled_by is not None and spec.drill:
+        return (
+            row,
+            False,
+            f"{row}: a drill scheduled by RollbackDrill {scheduled_by}, authorized when it was admitted",
+        )
     rule = set_spec.approval.rules.rule(row)
     required = row.needs_approval_by_default if rule.approval_required is None else rule.approval_required
     if required:

@@ -376,6 +376,16 @@ class Kube:
             raise SecretNotUsable(f"{where} has no key {key}")
         return base64.b64decode(encoded).decode()
 
+    async def events_about(self, namespace: str, kind: str, name: str) -> builtins.list[Body]:
+        """The Events regarding one object; none when they cannot be read (they are a courtesy,
+        not the record, and the API server keeps them about an hour)."""
+        selector = f"regarding.kind={kind},regarding.name={name}"
+        try:
+            items, _ = await self.list_versioned(EVENTS.path(namespace), field_selector=selector)
+        except ApiError:
+            return []
+        return items
+
     async def whoami(self) -> Body:
         """The caller as the API server authenticates it (a SelfSubjectReview's userInfo)."""
         review = await self.create(

@@ -237,15 +237,8 @@ def _event_time(event: Obj) -> Any:
 async def fetch(
     client: kube.Kube, namespace: str, name: str
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """The request and its Events (none when they cannot be read: they expire after an hour)."""
+    """The request and its Events."""
     obj = await client.get(kube.ROLLBACKS.path(namespace, name))
     if obj is None:
         return None, []
-    try:
-        events, _ = await client.list_versioned(
-            kube.EVENTS.path(namespace),
-            field_selector=f"regarding.kind=RollbackRequest,regarding.name={name}",
-        )
-    except kube.ApiError:
-        events = []
-    return obj, events
+    return obj, await client.events_about(namespace, "RollbackRequest", name)

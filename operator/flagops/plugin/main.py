@@ -64,10 +64,7 @@ class Session:
         return datetime.datetime.now(datetime.UTC)
 
     def emit(self, data: Any) -> None:
-        if self.output == "json":
-            print(json.dumps(data, indent=2, ensure_ascii=False))
-        else:
-            print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+        print(_data(data, self.output or "yaml").rstrip())
 
     async def get(self, resource: kube.Resource, name: str) -> Body:
         try:
@@ -86,17 +83,6 @@ class Session:
             return await self.api.patch(resource.path(self.namespace, name), patch, content_type=content_type)
         except kube.ApiError as err:
             raise _api_failure(err) from err
-
-    async def events(self, kind: str, name: str) -> list[Body]:
-        """Its Events; none when they cannot be read (they are a courtesy, not the record)."""
-        selector = f"regarding.kind={kind},regarding.name={name}"
-        try:
-            items, _ = await self.api.list_versioned(
-                kube.EVENTS.path(self.namespace), field_selector=selector
-            )
-        except kube.ApiError:
-            return []
-        return items
 
     async def follow(self, resource: kube.Resource, name: str) -> AsyncIterator[Body]:
         """The object now, then after every change: a watch, resumed when the server ends it."""
@@ -152,8 +138,10 @@ class Screen:
         self.last = text
 
 
-def _data(obj: Body, output: str) -> str:
-    return json.dumps(obj, indent=2) if output == "json" else yaml.safe_dump(obj, sort_keys=False)
+def _data(obj: Any, output: str) -> str:
+    if output == "json":
+        return json.dumps(obj, indent=2, ensure_ascii=False)
+    return yaml.safe_dump(obj, sort_keys=False, allow_unicode=True)
 
 
 async def get_set(s: Session, args: argparse.Namespace) -> int:
@@ -173,7 +161,9 @@ async def get_rollback(s: Session, args: argparse.Namespace) -> int:
     async def render(obj: Body) -> str:
         if s.output:
             return _data(obj, s.output)
-        return view.rollback(obj, await s.events("RollbackRequest", args.name), s.style, s.now())
+        return view.rollback(
+            obj, await s.api.events_about(s.namespace, "RollbackRequest", args.name), s.style, s.now()
+        )
 
     if not args.watch:
         print((await render(await s.get(kube.ROLLBACKS, args.name))).rstrip())
@@ -411,7 +401,7 @@ async def history(s: Session, args: argparse.Namespace) -> int:
         ]
     except kube.ApiError as err:
         raise _api_failure(err) from err
-    entries = view.history(obj, rollbacks, await s.events("FeatureFlagSet", args.set))
+    entries = view.history(obj, rollbacks, await s.api.events_about(s.namespace, "FeatureFlagSet", args.set))
     if s.output:
         s.emit(entries)
     else:

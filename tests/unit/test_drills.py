@@ -220,3 +220,8 @@ def test_a_run_is_a_drills_only_when_its_label_and_owner_agree() -> None:
     request["metadata"]["labels"][logic.DRILL_LABEL] = "someone-else"
     assert logic.scheduled_by(request) is None
     assert logic.scheduled_by({"metadata": {"labels": {logic.DRILL_LABEL: "u-1"}}}) is None
+
+
+def test_an_at_without_an_offset_is_wall_clock_time_in_the_drills_zone() -> None:
+    schedule = logic.Schedule.of(spec(at="2026-12-07T09:00:00", timeZone="Europe/Berlin"))
+    assert schedule.at == datetime.datetime(2026, 12, 7, 8, 0, tzinfo=UTC)

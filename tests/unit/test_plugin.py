@@ -232,3 +232,17 @@ def test_history_is_newest_first() -> None:
     assert [e["what"] for e in entries] == ["rollback", "flag"]
     assert "incident: INC-1" in entries[0]["summary"]
     json.dumps(entries)  # -o json prints it
+
+
+def test_lint_reads_a_drills_schedule_as_the_operator_would() -> None:
+    drill = {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackDrill",
+        "metadata": {"name": "d"},
+        "spec": {"flagSet": "s", "all": True, "owner": "o", "stage": "x", "schedule": "61 * * * *"},
+    }
+    assert errors(drill) == ["spec.schedule: InvalidSchedule: minute: 61 is outside 0-59"]
+    drill["spec"] = {**drill["spec"], "schedule": "@daily", "timeZone": "Mars/Olympus"}
+    assert "is not an IANA time zone" in errors(drill)[0]
+    drill["spec"] = {**drill["spec"], "timeZone": "Europe/Berlin"}
+    assert errors(drill) == []

@@ -6,9 +6,9 @@ the API server's own, word for word: the same structural checks (types, patterns
 enums, required fields, list keys), the same defaults, then the CEL rules, evaluated by a
 CEL interpreter; the API server skips CEL when an error would make it unsafe, and so does
 this. Transition rules (those reading `oldSelf`) need the stored object and are left to the
-API server. On top, what the API server admits but the set would be Degraded for (a
-dependency cycle, an enabled flag whose prerequisite is off) is reported as the condition
-the operator would set.
+API server. On top, what the API server admits but the operator would refuse is reported as
+the condition it would set: a set's dependency cycle or an enabled flag whose prerequisite is
+off, a drill's schedule or time zone it cannot read.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from pydantic import ValidationError
 
 from flagops import crdgen
 from flagops.models.common import GROUP, VERSION
+from flagops.models.drill import RollbackDrillSpec
 from flagops.models.flagset import FeatureFlagSetSpec
+from flagops.reconcile.drills import Schedule
 from flagops.reconcile.flagset.values import resolve
 
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -262,6 +264,17 @@ def _degraded(spec: dict[str, Any]) -> list[str]:
     return [f"spec.flags: PrerequisiteDisabled: {why}" for why in resolution.blocked.values()]
 
 
+def _unschedulable(spec: dict[str, Any]) -> list[str]:
+    """A schedule the API server admits but the operator cannot run, as the operator words it."""
+    try:
+        Schedule.of(RollbackDrillSpec.model_validate(spec))
+    except ValidationError as err:
+        return [f"spec: Invalid value: {err.errors()[0]['msg']}"]
+    except ValueError as err:
+        return [f"spec.schedule: InvalidSchedule: {err}"]
+    return []
+
+
 def check_object(obj: Any, source: str) -> Problem | None:
     """One document; None when it is not ours or has nothing to report."""
     if not isinstance(obj, dict):
@@ -297,6 +310,8 @@ def check_object(obj: Any, source: str) -> Problem | None:
         errors += _cel_errors(validator.rules)
     if not errors and kind == "FeatureFlagSet":
         errors += _degraded(defaulted)
+    if not errors and kind == "RollbackDrill":
+        errors += _unschedulable(defaulted)
     problem.errors += errors
     return problem if problem.errors else None
 

@@ -157,7 +157,10 @@ class Schedule:
                 f"timeZone {spec.time_zone!r} is not an IANA time zone (e.g. Europe/Berlin)"
             ) from err
         cron = Cron.parse(spec.schedule) if spec.schedule else None
-        return cls(cron=cron, at=spec.at, zone=zone)
+        at = spec.at
+        if at is not None and at.tzinfo is None:
+            at = at.replace(tzinfo=zone)  # a wall-clock time in the drill's time zone
+        return cls(cron=cron, at=at, zone=zone)
 
     def next_after(self, after: datetime.datetime) -> datetime.datetime | None:
         if self.cron is not None:

@@ -212,19 +212,22 @@ def conditions(obj: Obj, style: Style) -> list[str]:
     return table(rows) if len(rows) > 1 else ["CONDITIONS  none yet"]
 
 
-def timeline(status: Obj) -> list[tuple[str, str | None]]:
+def timeline(obj: Obj) -> list[tuple[str, str | None]]:
     """(step, when) in the order a rollback goes through them."""
+    status = obj.get("status", {})
     steps = [
-        ("Created", status.get("_created")),
+        ("Created", obj["metadata"].get("creationTimestamp")),
         ("Picked up", status.get("startedAt")),
         ("Go-ahead", status.get("approvedAt")),
         ("Flags applied", status.get("flagsAppliedAt")),
         ("Rolled out", status.get("rolloutCompletedAt")),
         ("Validated", status.get("validatedAt")),
         ("Restored", status.get("restoredAt")),
+        ("Escalated", status.get("escalatedAt")),
         ("Completed", status.get("completedAt")),
     ]
-    return [(step, when) for step, when in steps if when]
+    # In time order: an escalation falls between the other steps.
+    return sorted(((step, when) for step, when in steps if when), key=lambda s: parse_time(s[1]) or 0)
 
 
 def rollback(obj: Obj, events: Iterable[Obj], style: Style, now: datetime.datetime) -> str:
@@ -249,7 +252,7 @@ def rollback(obj: Obj, events: Iterable[Obj], style: Style, now: datetime.dateti
     if status.get("locked"):
         lines.append("Lock:        holds its flags until released (kubectl flagops release NAME)")
 
-    stamps = timeline({**status, "_created": meta.get("creationTimestamp")})
+    stamps = timeline(obj)
     rows = [["STEP", "AT", "AFTER PREVIOUS"]]
     previous: str | None = None
     for step, when in stamps:

@@ -112,17 +112,29 @@ def deployments_settled(cluster: Cluster, namespace: str) -> bool:
     )
 
 
-def set_flag(cluster: Cluster, namespace: str, index: int, enabled: bool, name: str = "epic21") -> None:
+def patch(cluster: Cluster, namespace: str, kind: str, name: str, body: dict[str, Any] | list[Any]) -> None:
+    """`kubectl patch` as a user types it: a merge patch, or a JSON patch (a list of operations)."""
+    kind_of_patch = "json" if isinstance(body, list) else "merge"
     kubectl(
         cluster.kubeconfig,
         "-n",
         namespace,
         "patch",
+        kind,
+        name,
+        f"--type={kind_of_patch}",
+        "-p",
+        json.dumps(body),
+    )
+
+
+def set_flag(cluster: Cluster, namespace: str, index: int, enabled: bool, name: str = "epic21") -> None:
+    patch(
+        cluster,
+        namespace,
         "featureflagset",
         name,
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": f"/spec/flags/{index}/enabled", "value": enabled}]),
+        [{"op": "replace", "path": f"/spec/flags/{index}/enabled", "value": enabled}],
     )
 
 
@@ -160,18 +172,8 @@ def wait_terminal(cluster: Cluster, namespace: str, name: str, timeout: float = 
 
 
 def patch_rollback(cluster: Cluster, namespace: str, name: str, **spec: Any) -> None:
-    """Set control fields (approved, abort, release) as a user would."""
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        name,
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": spec}),
-    )
+    """Set control fields (approved, abort, release, review) as a user would."""
+    patch(cluster, namespace, "rollback", name, {"spec": spec})
 
 
 def deploy_dialog_enabled(cluster: Cluster, namespace: str, **spec: Any) -> dict[str, Any]:

@@ -3,7 +3,6 @@ restart, restarting each workload once, with timings that stay consistent."""
 
 from __future__ import annotations
 
-import json
 import signal
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,10 @@ from tests.e2e.helpers import (
     deploy_dialog_enabled,
     deployments_settled,
     get_rollback,
+    patch,
     patch_rollback,
     served,
+    set_flag,
     wait_ready,
     wait_terminal,
 )
@@ -39,18 +40,8 @@ def butler_generation(cluster: Cluster, namespace: str) -> int:
 
 def slow_butler(cluster: Cluster, namespace: str) -> None:
     """New butler pods take SLOW to be Ready, so a rollout can be caught in progress."""
-    patch = {"spec": {"template": {"metadata": {"annotations": {"kwok.flagops.io/ready-after": SLOW}}}}}
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "deployment",
-        "butler",
-        "--type=merge",
-        "-p",
-        json.dumps(patch),
-    )
+    slow = {"spec": {"template": {"metadata": {"annotations": {"kwok.flagops.io/ready-after": SLOW}}}}}
+    patch(cluster, namespace, "deployment", "butler", slow)
 
 
 def wait_phase_reached(cluster: Cluster, namespace: str, phase: str) -> None:
@@ -254,17 +245,7 @@ def test_two_operators_one_leader_no_double_restarts(
         # The leader leaves; the standby takes over and carries the next change alone.
         assert first.stop() == 0
         wait_until("the second to lead", lambda: "became the leader" in second.log.read_text(), timeout=30)
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "patch",
-            "featureflagset",
-            "epic21",
-            "--type=json",
-            "-p",
-            json.dumps([{"op": "replace", "path": "/spec/flags/0/enabled", "value": True}]),
-        )
+        set_flag(cluster, namespace, 0, True)
         wait_until("the flag served", lambda: served(cluster, namespace, DIALOG) == "true")
         wait_ready(cluster, namespace)
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))

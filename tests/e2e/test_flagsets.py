@@ -17,6 +17,7 @@ from tests.e2e.helpers import (
     deployments_settled,
     get_set,
     load_example_set,
+    patch,
     replicasets,
     set_flag,
     wait_condition,
@@ -93,17 +94,8 @@ def test_operator_restart_restarts_nothing(
 
     # A change that touches no served value: once the new operator has observed it,
     # it has reconciled the set, and must not have patched any workload.
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "featureflagset",
-        "epic21",
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "replace", "path": "/spec/flags/0/description", "value": "reworded"}]),
-    )
+    reword = {"op": "replace", "path": "/spec/flags/0/description", "value": "reworded"}
+    patch(cluster, namespace, "featureflagset", "epic21", [reword])
     wait_ready(cluster, namespace)
     after = {
         d["metadata"]["name"]: d["metadata"]["generation"]

@@ -4,7 +4,6 @@ post-incident review and report."""
 from __future__ import annotations
 
 import datetime
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +19,8 @@ from tests.e2e.helpers import (
     create_secret,
     deploy_dialog_enabled,
     get_rollback,
+    patch,
+    patch_rollback,
     request_rollback,
     served,
     wait_phase,
@@ -132,17 +133,7 @@ def test_an_operator_down_across_two_due_times_runs_the_drill_once_on_start_up(
         catch_up = wait_until(
             "the catch-up drill", lambda: drill_requests(cluster, namespace, uid)[:1], timeout=60
         )[0]
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "patch",
-            "rollbackdrill",
-            "nightly",
-            "--type=merge",
-            "-p",
-            '{"spec":{"suspend":true}}',
-        )
+        patch(cluster, namespace, "rollbackdrill", "nightly", {"spec": {"suspend": True}})
         wait_phase(cluster, namespace, catch_up["metadata"]["name"], "Succeeded", timeout=120)
     finally:
         op.stop()
@@ -207,10 +198,6 @@ def test_a_rollback_held_past_after_seconds_escalates_once(
     assert metric(text, 'flagops_escalations_total{why="Overdue"}') >= 1
 
 
-def review_patch(review: dict[str, Any]) -> str:
-    return json.dumps({"spec": {"review": review}})
-
-
 REVIEW = {
     "rootCause": "the dialog repository's cache was cold after the switch",
     "wentWell": ["the trigger requested the rollback within seconds"],
@@ -228,29 +215,9 @@ def test_a_review_is_accepted_after_the_end_only_and_the_report_has_the_whole_re
     request_rollback(cluster, namespace, "waiting", flags=[DIALOG, STORAGE])
     wait_phase(cluster, namespace, "waiting", "AwaitingApproval")
     with pytest.raises(KubectlError) as err:
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "patch",
-            "rollback",
-            "waiting",
-            "--type=merge",
-            "-p",
-            review_patch(REVIEW),
-        )
+        patch_rollback(cluster, namespace, "waiting", review=REVIEW)
     assert "spec.review can be written once the request has ended" in err.value.stderr
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "waiting",
-        "--type=merge",
-        "-p",
-        '{"spec":{"abort":true}}',
-    )
+    patch_rollback(cluster, namespace, "waiting", abort=True)
     wait_phase(cluster, namespace, "waiting", "Aborted")
 
     health = {"name": "health", "http": {"url": f"{endpoint.url}/healthz"}, "intervalSeconds": 1}
@@ -264,29 +231,9 @@ def test_a_review_is_accepted_after_the_end_only_and_the_report_has_the_whole_re
         reason="dialog errors",
     )
     wait_phase(cluster, namespace, "rb", "Succeeded")
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "rollback",
-        "rb",
-        "--type=merge",
-        "-p",
-        review_patch(REVIEW),
-    )
+    patch_rollback(cluster, namespace, "rb", review=REVIEW)
     with pytest.raises(KubectlError) as err:
-        kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "patch",
-            "rollback",
-            "rb",
-            "--type=merge",
-            "-p",
-            '{"spec":{"reason":"edited"}}',
-        )
+        patch_rollback(cluster, namespace, "rb", reason="edited")
     assert "reason is immutable" in err.value.stderr
 
     def observed() -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from tests.e2e.helpers import (
     deployments_settled,
     get_rollback,
     get_set,
+    patch,
     replicasets,
     request_rollback,
     served,
@@ -193,17 +194,7 @@ def test_an_edited_or_deleted_configmap_is_put_back_within_two_seconds(
     def drift_events() -> int:
         return events(cluster, namespace, "ConfigMapDriftCorrected")
 
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "configmap",
-        CONFIGMAP,
-        "--type=merge",
-        "-p",
-        json.dumps({"data": {DIALOG: "true"}}),
-    )
+    patch(cluster, namespace, "configmap", CONFIGMAP, {"data": {DIALOG: "true"}})
     wait_until("the edit undone", lambda: served(cluster, namespace, DIALOG) == "false", timeout=2)
     wait_until("a drift Event", lambda: drift_events() >= 1, timeout=5)
 
@@ -228,17 +219,8 @@ def test_a_removed_restart_annotation_is_put_back(
 
     held_hash = annotation()
     assert held_hash
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "deployment",
-        "butler",
-        "--type=json",
-        "-p",
-        '[{"op":"remove","path":"/spec/template/metadata/annotations/flagops.io~1flags-hash"}]',
-    )
+    remove = {"op": "remove", "path": "/spec/template/metadata/annotations/flagops.io~1flags-hash"}
+    patch(cluster, namespace, "deployment", "butler", [remove])
     wait_until("the annotation put back", lambda: annotation() == held_hash, timeout=5)
     wait_until(
         "an Event says so", lambda: events(cluster, namespace, "WorkloadAnnotationCorrected"), timeout=5

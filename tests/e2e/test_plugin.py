@@ -21,6 +21,8 @@ from tests.e2e.helpers import (
     bind,
     get_rollback,
     get_set,
+    patch,
+    patch_rollback,
     role,
     wait_phase,
     wait_ready,
@@ -75,16 +77,12 @@ def enable(cluster: Cluster, namespace: str, *flags: str) -> None:
 
 
 def add_flag_check(cluster: Cluster, namespace: str, index: int, check: dict[str, Any]) -> None:
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
+    patch(
+        cluster,
         namespace,
-        "patch",
         "featureflagset",
         "epic21",
-        "--type=json",
-        "-p",
-        json.dumps([{"op": "add", "path": f"/spec/flags/{index}/checks", "value": [check]}]),
+        [{"op": "add", "path": f"/spec/flags/{index}/checks", "value": [check]}],
     )
 
 
@@ -264,10 +262,7 @@ def test_get_rollback_watch_redraws_each_phase_as_it_happens_and_ends_on_ctrl_c(
     )
     try:
         wait_until("AwaitingApproval drawn", lambda: "AwaitingApproval" in term.phases)
-        kubectl(
-            cluster.kubeconfig, "-n", namespace, "patch", "rollback", "watched", "--type=merge", "-p",
-            json.dumps({"spec": {"approved": True, "approvedBy": "admin"}}),
-        )  # fmt: skip
+        patch_rollback(cluster, namespace, "watched", approved=True, approvedBy="admin")
         wait_until("Validating drawn", lambda: "Validating" in term.phases)
         assert get_rollback(cluster, namespace, "watched")["status"]["phase"] == "Validating"
         assert "Succeeded" not in term.phases

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -16,6 +15,7 @@ from tests.e2e.helpers import (
     get_rollback,
     get_set,
     load_example_set,
+    patch,
     patch_rollback,
     replicasets,
     request_rollback,
@@ -391,17 +391,8 @@ def test_rollout_that_misses_its_deadline_fails(
     deploy_dialog_enabled(cluster, namespace, rollout={"timeoutSeconds": 5})
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     # New butler pods can never schedule: its rollout cannot finish.
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "deployment",
-        "butler",
-        "--type=merge",
-        "-p",
-        json.dumps({"spec": {"template": {"spec": {"nodeSelector": {"no-such": "node"}}}}}),
-    )
+    unschedulable = {"spec": {"template": {"spec": {"nodeSelector": {"no-such": "node"}}}}}
+    patch(cluster, namespace, "deployment", "butler", unschedulable)
     request_rollback(cluster, namespace, "rb", flags=[DIALOG])
     failed = wait_phase(cluster, namespace, "rb", "Failed", timeout=60)
     assert "restarts not complete within rollout.timeoutSeconds=5" in failed["status"]["message"]

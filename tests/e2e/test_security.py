@@ -22,6 +22,7 @@ from tests.e2e.helpers import (
     create_secret,
     deploy_dialog_enabled,
     get_set,
+    patch,
     role,
     wait_phase,
     wait_terminal,
@@ -32,6 +33,20 @@ DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
 STORAGE = "USE_NEW_STORAGE_ADAPTER"
 HOMEWORK = "USE_NEW_HOMEWORK_REVIEW_SERVICE"
 PASSWORD = "hunter2-db-password"
+
+
+def wait_refused(config: Path, namespace: str, obj: dict[str, Any], phrase: str, *extra: str) -> str:
+    """Until a server-side dry run of `obj` is refused with `phrase` (a fresh admission policy takes
+    a moment to act); the refusal message. Never creates anything."""
+
+    def refusal() -> str | None:
+        result = kubectl(
+            config, *extra, "-n", namespace, "apply", "--dry-run=server", "-f", "-",
+            stdin=json.dumps(obj), check=False,
+        )  # fmt: skip
+        return result.stderr if phrase in result.stderr else None
+
+    return wait_until(f"a refusal saying {phrase!r}", refusal, timeout=30)
 
 
 def refused(config: Path, namespace: str, obj: dict[str, Any], *extra: str) -> str:
@@ -108,22 +123,7 @@ def wait_delegation_enforced(cluster: Cluster, namespace: str) -> None:
         "probe",
         flags=[{"name": f"F{i}", "triggers": [token_trigger("http://p", f"s{i}")]} for i in range(9)],
     )
-
-    def enforced() -> bool:
-        result = kubectl(
-            cluster.kubeconfig,
-            "-n",
-            namespace,
-            "apply",
-            "--dry-run=server",
-            "-f",
-            "-",
-            stdin=json.dumps(many),
-            check=False,
-        )
-        return "at most 8 at a time" in result.stderr
-
-    wait_until("the delegation policy enforced", enforced, timeout=30)
+    wait_refused(cluster.kubeconfig, namespace, many, "at most 8 at a time")
 
 
 # -- Secrets ---------------------------------------------------------------------------------
@@ -153,17 +153,8 @@ def test_a_secret_its_author_cannot_read_is_refused_at_admission(
 
     # Given read access to that one Secret, the same request is admitted: the rule is the right.
     role(cluster, namespace, "reader", ("get", "secrets"))
-    kubectl(
-        cluster.kubeconfig,
-        "-n",
-        namespace,
-        "patch",
-        "role",
-        "reader-secrets",
-        "--type=json",
-        "-p",
-        '[{"op":"add","path":"/rules/0/resourceNames","value":["db-creds"]}]',
-    )
+    only_db_creds = {"op": "add", "path": "/rules/0/resourceNames", "value": ["db-creds"]}
+    patch(cluster, namespace, "role", "reader-secrets", [only_db_creds])
     bind(cluster, namespace, "reader-secrets", f"--serviceaccount={namespace}:oncall")
     wait_until(
         "read access granted",
@@ -330,23 +321,7 @@ def test_the_plans_authority_matrix_decides_who_initiates_and_who_approves(
 
     # Someone who may create RollbackRequests, but is no initiator of an emergency rollback.
     emergency = rollback("emergency", all=True, emergency=True)
-
-    def refusal_of_dev() -> str | None:
-        result = kubectl(
-            admin,
-            *as_user("dev", "developers"),
-            "-n",
-            namespace,
-            "apply",
-            "--dry-run=server",
-            "-f",
-            "-",
-            stdin=json.dumps(emergency),
-            check=False,
-        )
-        return result.stderr if "may not initiate" in result.stderr else None
-
-    message = wait_until("the approval policy enforced", refusal_of_dev, timeout=30)
+    message = wait_refused(admin, namespace, emergency, "may not initiate", *as_user("dev", "developers"))
     assert "dev may not initiate Emergency rollbacks of FeatureFlagSet epic21" in message
     assert "initiators: group:ep21-oncall, group:ep21-tech-lead" in message
 
@@ -432,14 +407,9 @@ def test_a_drill_runs_only_what_its_author_may_run_and_an_escalation_url_is_a_se
         }
 
     # flagops would initiate each drill: its author must be an initiator of that scenario.
-    def refusal_of_dev() -> str | None:
-        result = kubectl(
-            admin, *as_user("dev", "developers"), "-n", namespace, "apply", "--dry-run=server", "-f", "-",
-            stdin=json.dumps(drill("weekly")), check=False,
-        )  # fmt: skip
-        return result.stderr if "may not initiate" in result.stderr else None
-
-    message = wait_until("the approval policy enforced on drills", refusal_of_dev, timeout=30)
+    message = wait_refused(
+        admin, namespace, drill("weekly"), "may not initiate", *as_user("dev", "developers")
+    )
     assert "dev may not initiate MultiFlag rollbacks of FeatureFlagSet epic21" in message
     assert "which this RollbackDrill would run in its name" in message
     # Its runs do not wait for approval, so its author must also be an approver of the scenario.

@@ -10,6 +10,7 @@ from typing import Any
 
 from flagops import kube
 from flagops.models.drill import DrillTargets
+from flagops.reconcile.rollback import format_duration
 
 Obj = Mapping[str, Any]
 
@@ -43,12 +44,7 @@ def _cell(value: Any) -> str:
 
 
 def _span(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def _table(header: list[str], rows: Iterable[list[Any]]) -> list[str]:

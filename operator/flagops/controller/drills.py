@@ -17,6 +17,7 @@ from flagops import conditions as c
 from flagops import kube
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import utcnow, validation_message
+from flagops.controller.rollbacks import created
 from flagops.models.drill import DrillRun, RollbackDrillSpec, RollbackDrillStatus
 from flagops.reconcile import drills as logic
 from flagops.reconcile.flagset.status import merge_patch
@@ -51,15 +52,13 @@ class DrillReconciler:
             await self._invalid(body, status, f"schedule: {err}", generation, now)
             return None
 
-        created = datetime.datetime.fromisoformat(
-            body["metadata"]["creationTimestamp"].replace("Z", "+00:00")
-        )
         requests = await self._requests(body)
         runs = logic.runs(requests, spec.targets)
-        decision = logic.decide(spec, schedule, runs, created, now)
+        decision = logic.decide(spec, schedule, runs, created(body), now)
         if decision.start is not None:
-            await self._start(body, spec, decision.start)
-            requests = await self._requests(body)
+            started = await self._start(body, spec, decision.start)
+            # The new run joins the list as created; only a run another pass made means listing again.
+            requests = [*requests, started] if started is not None else await self._requests(body)
             runs = logic.runs(requests, spec.targets)
         runs = await self._expire(body, spec, runs, requests)
         new = logic.drill_status(
@@ -68,7 +67,7 @@ class DrillReconciler:
             schedule=schedule,
             decision=decision,
             current=runs,
-            created=created,
+            created=created(body),
             now=now,
             generation=generation,
         )
@@ -90,20 +89,24 @@ class DrillReconciler:
         )
         return [r for r in listed if logic.scheduled_by(r) == body["metadata"]["name"]]
 
-    async def _start(self, body: dict[str, Any], spec: RollbackDrillSpec, due: datetime.datetime) -> None:
+    async def _start(
+        self, body: dict[str, Any], spec: RollbackDrillSpec, due: datetime.datetime
+    ) -> dict[str, Any] | None:
+        """The run for `due`, as created; None when an earlier pass created it already."""
         request = logic.drill_request(body, spec, due)
         name = request["metadata"]["name"]
         try:
-            await self._kube.create(kube.ROLLBACKS.path(body["metadata"]["namespace"]), request)
+            created_run = await self._kube.create(kube.ROLLBACKS.path(body["metadata"]["namespace"]), request)
         except kube.ApiError as err:
             if not err.conflict:
                 raise
-            return  # created by an earlier pass: the same run, not a new one
+            return None  # the same run, not a new one
         logger.info(
             "RollbackDrill %s/%s started %s", body["metadata"]["namespace"], body["metadata"]["name"], name
         )
         note = f"drill {name} started for {logic.when(due)}"
         await self._events.emit(body, reason="DrillStarted", action="Drill", note=note)
+        return created_run
 
     async def _expire(
         self,

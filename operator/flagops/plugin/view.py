@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flagops.reconcile.rollback import format_duration
+
 Obj = Mapping[str, Any]
 
 _COLOURS = {"green": "32", "red": "31", "yellow": "33", "blue": "34", "grey": "90", "bold": "1"}
@@ -61,12 +63,7 @@ def clock(value: str | None) -> str:
 
 
 def span(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+    return "-" if seconds is None else format_duration(seconds)
 
 
 def age(value: str | None, now: datetime.datetime) -> str:

@@ -1,6 +1,9 @@
 # The flagops operator image: non-root, no shell tools beyond the slim base, read-only root.
-# Not built in CI (no Docker engine there); see README "Container image".
-FROM python:3.11.14-slim-bookworm AS build
+# BASE: any Debian-based image with Python 3.11+ and venv. `make image` passes one made on
+# the local machine (hack/image/build.sh), since no registry is reachable there.
+ARG BASE=python:3.11.14-slim-bookworm
+
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY operator/ operator/
@@ -8,7 +11,7 @@ RUN python -m venv /opt/flagops \
  && /opt/flagops/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/flagops/bin/pip install --no-cache-dir -c constraints.txt .
 
-FROM python:3.11.14-slim-bookworm
+FROM ${BASE}
 ENV PATH=/opt/flagops/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -52,6 +52,8 @@ DEFAULT_WORKDIR = REPO_ROOT / ".cluster"
 # Stop order: dependents first, etcd last.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 NODE_NAMES = ("kwok-node-0", "kwok-node-1")
+# The real node's own taint (realnode.py): only pods meant for real containers land there.
+REAL_NODE_TAINT = "flagops.dev/real-node"
 SERVICE_CIDR = "10.96.0.0/16"
 
 
@@ -160,35 +162,37 @@ def _log_tail(log: Path | None, lines: int = 15) -> str:
     return f"; see {log}:\n" + "\n".join(f"    {line}" for line in tail)
 
 
+def _new_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pem_key(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+
+
 class Pki:
-    """One CA; the admin client certificate doubles as the serving certificate (as kwokctl does)."""
+    """One CA; the admin client certificate doubles as the serving certificate (as kwokctl does).
+    The CA's key stays beside it so the real node's kubelet gets certificates of its own."""
 
     def __init__(self, directory: Path) -> None:
         self.dir = directory
         self.ca_crt = directory / "ca.crt"
+        self.ca_key = directory / "ca.key"
         self.admin_crt = directory / "admin.crt"
         self.admin_key = directory / "admin.key"
         self.sa_key = directory / "sa.key"
         self.sa_pub = directory / "sa.pub"
 
     def ensure(self) -> None:
-        if all(p.exists() for p in (self.ca_crt, self.admin_crt, self.admin_key, self.sa_key)):
+        if all(p.exists() for p in (self.ca_crt, self.ca_key, self.admin_crt, self.admin_key, self.sa_key)):
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         now = datetime.datetime.now(datetime.UTC)
-        valid = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=365))
-
-        def key() -> rsa.RSAPrivateKey:
-            return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-        def pem_key(k: rsa.RSAPrivateKey) -> bytes:
-            return k.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-
-        ca_key = key()
+        ca_key = _new_key()
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "flagops-dev-ca")])
         ca = (
             x509.CertificateBuilder()
@@ -196,8 +200,8 @@ class Pki:
             .issuer_name(ca_name)
             .public_key(ca_key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(valid[0])
-            .not_valid_after(valid[1])
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -215,52 +219,70 @@ class Pki:
             )
             .sign(ca_key, hashes.SHA256())
         )
-        admin_key = key()
-        sans: list[x509.GeneralName] = [
-            x509.DNSName(name)
-            for name in (
+        self.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        self.ca_key.write_bytes(_pem_key(ca_key))
+        self.ca_key.chmod(0o600)
+        self.issue(
+            self.admin_crt,
+            self.admin_key,
+            common_name="flagops-admin",
+            organizations=("system:masters",),
+            dns_names=(
                 "localhost",
                 "kubernetes",
                 "kubernetes.default",
                 "kubernetes.default.svc",
                 "kubernetes.default.svc.cluster.local",
-            )
-        ]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "::1", "10.96.0.1")]
-        admin = (
-            x509.CertificateBuilder()
-            .subject_name(
-                x509.Name(
-                    [
-                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters"),
-                        x509.NameAttribute(NameOID.COMMON_NAME, "flagops-admin"),
-                    ]
-                )
-            )
-            .issuer_name(ca_name)
-            .public_key(admin_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(valid[0])
-            .not_valid_after(valid[1])
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False,
-            )
-            .sign(ca_key, hashes.SHA256())
+            ),
+            ips=("127.0.0.1", "::1", "10.96.0.1"),
         )
-        sa_key = key()
-        self.ca_crt.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        self.admin_crt.write_bytes(admin.public_bytes(serialization.Encoding.PEM))
-        self.admin_key.write_bytes(pem_key(admin_key))
-        self.sa_key.write_bytes(pem_key(sa_key))
+        sa_key = _new_key()
+        self.sa_key.write_bytes(_pem_key(sa_key))
+        self.sa_key.chmod(0o600)
         self.sa_pub.write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
             )
         )
-        for private in (self.admin_key, self.sa_key):
-            private.chmod(0o600)
+
+    def issue(
+        self,
+        crt: Path,
+        key_path: Path,
+        *,
+        common_name: str,
+        organizations: tuple[str, ...] = (),
+        dns_names: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> None:
+        """A certificate signed by the CA, for client and server use, valid for a year."""
+        ca = x509.load_pem_x509_certificate(self.ca_crt.read_bytes())
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, rsa.RSAPrivateKey)
+        key = _new_key()
+        subject = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations]
+        subject.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
+        now = datetime.datetime.now(datetime.UTC)
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name(subject))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+        )
+        sans: list[x509.GeneralName] = [x509.DNSName(name) for name in dns_names]
+        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        crt.write_bytes(builder.sign(ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+        key_path.write_bytes(_pem_key(key))
+        key_path.chmod(0o600)
 
 
 def kubeconfig_yaml(server: str, ca_pem: bytes, user: dict[str, str], *, name: str) -> str:
@@ -299,9 +321,15 @@ class ControlPlane:
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(
-        self, *, bound_to_caller: bool, binaries: dict[str, Path] | None = None, deadline: float = 60.0
+        self,
+        *,
+        bound_to_caller: bool,
+        binaries: dict[str, Path] | None = None,
+        deadline: float = 60.0,
+        real_node: bool = False,
     ) -> State:
-        """Start every component and wait until nodes are Ready; cleans up on failure."""
+        """Start every component and wait until nodes are Ready; cleans up on failure.
+        With `real_node`, a kubelet + containerd node joins the kwok ones (realnode.py)."""
         binaries = binaries or build_binaries()
         self._binaries, self._bound_to_caller = binaries, bound_to_caller
         if self.state_file.exists():
@@ -339,14 +367,13 @@ class ControlPlane:
         started = time.monotonic()
         try:
             for name in COMPONENTS:
-                self._launch(name, binaries[name], self._args(name, ports), bound_to_caller)
-                self._save_state()
+                self.launch(name, binaries[name], self._args(name, ports), bound_to_caller)
                 self._wait_ready(name, deadline)
             for node in NODE_NAMES:
                 self._create_node(node)
             _wait_for(
                 "fake nodes",
-                lambda: all(self._node_ready(n) for n in NODE_NAMES),
+                lambda: all(self.node_ready(n) for n in NODE_NAMES),
                 deadline=deadline,
                 log=self.logs / "kwok.log",
             )
@@ -356,11 +383,19 @@ class ControlPlane:
                 deadline=deadline,
                 log=self.logs / "kube-controller-manager.log",
             )
+            if real_node:
+                self.start_real_node()
         except BaseException:
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - started
         return self.state
+
+    def start_real_node(self) -> None:
+        """Start the real node (kubelet + containerd) on this running control plane."""
+        from flagops_dev.realnode import RealNode  # noqa: PLC0415 (it imports this module)
+
+        RealNode(self).start(self._binaries["kubelet"], bound_to_caller=self._bound_to_caller)
 
     def restart(self, name: str, *, deadline: float = 60.0) -> None:
         """Stop one component and start it again with the same flags and ports (fault tests)."""
@@ -373,40 +408,49 @@ class ControlPlane:
             self._reap(name)
             time.sleep(0.05)
         bound = self._bound_to_caller
-        self._launch(name, self._binaries[name], self._args(name, self.state.ports), bound)
-        self._save_state()
+        self.launch(name, self._binaries[name], self._args(name, self.state.ports), bound)
         self._wait_ready(name, deadline)
 
     def stop(self, *, grace: float = 10.0) -> None:
         """Stop every component (SIGTERM, then SIGKILL) and wait until each is gone."""
-        state = self.state or self._load_state()
-        pids = dict(state.pids) if state else {}
+        self.state = self.state or self._load_state()
+        if (self.workdir / "node").is_dir():
+            from flagops_dev.realnode import RealNode  # noqa: PLC0415 (it imports this module)
+
+            RealNode(self).stop()
         for name in reversed(COMPONENTS):
-            pid = pids.get(name)
-            if pid is None:
-                continue
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            end = time.monotonic() + grace
-            while pid_alive(pid) and time.monotonic() < end:
-                self._reap(name)
-                time.sleep(0.05)
-            if pid_alive(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(pid, signal.SIGKILL)
-                while pid_alive(pid):
-                    self._reap(name)
-                    time.sleep(0.05)
-            self._reap(name)
+            self.terminate(name, grace=grace)
         self._procs.clear()
         self.state = None
         with contextlib.suppress(FileNotFoundError):
             self.state_file.unlink()
 
+    def terminate(self, name: str, *, grace: float = 10.0) -> None:
+        """Stop one process (SIGTERM to its group, SIGKILL after `grace`) and forget it."""
+        state = self.state or self._load_state()
+        pid = state.pids.pop(name, None) if state else None
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGTERM)
+        end = time.monotonic() + grace
+        while pid_alive(pid) and time.monotonic() < end:
+            self._reap(name)
+            time.sleep(0.05)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            while pid_alive(pid):
+                self._reap(name)
+                time.sleep(0.05)
+        self._reap(name)
+        if self.state is not None and self.state_file.exists():
+            self._save_state()
+
     def running(self) -> State | None:
         """The recorded cluster, if all its processes live and the API server is ready."""
         state = self._load_state()
-        if state is None or set(state.pids) != set(COMPONENTS):
+        if state is None or not set(COMPONENTS) <= set(state.pids):
             return None
         if not all(pid_alive(pid) for pid in state.pids.values()):
             return None
@@ -466,6 +510,12 @@ class ControlPlane:
                     # in-cluster dials it here, so do not reconcile it.
                     "--endpoint-reconciler-type=none",
                     "--allow-privileged=true",
+                    # The real node's kubelet: reached by its Hostname address (`localhost`,
+                    # see realnode.py), its serving certificate checked against our CA.
+                    "--kubelet-preferred-address-types=Hostname,InternalIP,ExternalIP",
+                    f"--kubelet-certificate-authority={pki.ca_crt}",
+                    f"--kubelet-client-certificate={pki.admin_crt}",
+                    f"--kubelet-client-key={pki.admin_key}",
                     "--profiling=false",
                 ]
             case "kube-controller-manager":
@@ -485,7 +535,8 @@ class ControlPlane:
                 return [
                     f"--kubeconfig={kubeconfig}",
                     f"--config={KWOK_STAGES}",
-                    "--manage-all-nodes=true",
+                    # Only its own nodes: the real node has a kubelet of its own.
+                    "--manage-nodes-with-label-selector=type=kwok",
                     "--cidr=10.244.0.1/16",
                     "--node-ip=10.0.0.1",
                     f"--server-address=127.0.0.1:{ports['kwok']}",
@@ -495,9 +546,18 @@ class ControlPlane:
                 ]
         raise ValueError(name)
 
-    def _launch(self, name: str, binary: Path, args: list[str], bound_to_caller: bool) -> None:
+    def launch(
+        self,
+        name: str,
+        binary: Path,
+        args: list[str],
+        bound_to_caller: bool,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """Start one process, log in `logs/NAME.log`, its pid recorded in the state file."""
         assert self.state is not None
-        env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.uname().machine} if name == "etcd" else None
+        if name == "etcd":
+            env = {**os.environ, "ETCD_UNSUPPORTED_ARCH": os.uname().machine}
         proc = spawn(
             [str(binary), *args],
             self.logs / f"{name}.log",
@@ -507,18 +567,24 @@ class ControlPlane:
         )
         self._procs[name] = proc
         self.state.pids[name] = proc.pid
+        self._save_state()
+
+    def wait_ready(self, name: str, probe: Callable[[], bool], deadline: float) -> None:
+        """Wait until `probe` holds; fail at once, with its log, if the process exits."""
+        log, proc = self.logs / f"{name}.log", self._procs[name]
+
+        def alive_and_ready() -> bool:
+            if proc.poll() is not None:
+                raise ControlPlaneError(f"{name} exited with code {proc.returncode}{_log_tail(log)}")
+            return probe()
+
+        _wait_for(name, alive_and_ready, deadline=deadline, log=log)
 
     def _wait_ready(self, name: str, deadline: float) -> None:
         assert self.state is not None
-        ports, log = self.state.ports, self.logs / f"{name}.log"
-        proc = self._procs[name]
-
-        def alive() -> None:
-            if proc.poll() is not None:
-                raise ControlPlaneError(f"{name} exited with code {proc.returncode}{_log_tail(log)}")
+        ports = self.state.ports
 
         def probe() -> bool:
-            alive()
             match name:
                 case "etcd":
                     url = f"http://127.0.0.1:{ports['etcd']}/health"
@@ -538,11 +604,7 @@ class ControlPlane:
                 case _:
                     return _port_open(ports["kwok"])
 
-        try:
-            _wait_for(name, probe, deadline=deadline, log=log)
-        except ControlPlaneError:
-            alive()
-            raise
+        self.wait_ready(name, probe, deadline)
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_crt))
@@ -596,12 +658,13 @@ class ControlPlane:
         }
         self._request("POST", "/api/v1/nodes", node)
 
-    def _node_ready(self, name: str) -> bool:
+    def node_ready(self, name: str) -> bool:
         node = self._get(f"/api/v1/nodes/{name}")
         conditions = (node or {}).get("status", {}).get("conditions", [])
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
         # The node lifecycle controller taints a node not-ready while it registers: wait that out.
-        return ready and not (node or {}).get("spec", {}).get("taints")
+        taints = (node or {}).get("spec", {}).get("taints", [])
+        return ready and all(taint["key"] == REAL_NODE_TAINT for taint in taints)
 
     def _reap(self, name: str) -> None:
         proc = self._procs.get(name)
@@ -679,7 +742,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"control plane already running at {state.server}", file=sys.stderr)
                 else:
                     binaries = build_binaries()
-                    state = plane.start(bound_to_caller=False, binaries=binaries)
+                    state = plane.start(bound_to_caller=False, binaries=binaries, real_node=True)
                     print(
                         f"control plane up at {state.server} in {plane.startup_seconds:.1f}s "
                         f"(logs: {plane.logs})",

@@ -1,12 +1,15 @@
 """A stand-in for the plan's Butler dialog service, for the demo and the e2e tests.
 
-It reads its flags from the FeatureFlagSet's ConfigMap through the Kubernetes API,
-watching it as a real app reloading flags.json would, and serves /metrics whose error
+It reads its flags either from its environment, once, at start (`--flags-from=env`, as
+the container on the real node does with `envFrom` the set's ConfigMap: only a restart
+shows it a changed flag), or from the FeatureFlagSet's ConfigMap through the Kubernetes
+API, watching it as a real app reloading flags.json would. It serves /metrics whose error
 rate and latency depend on one flag: while USE_NEW_DIALOG_CONTEXT_REPO is enabled, 8% of
 dialog requests fail and they take 350 ms instead of 40 ms (the plan's 21_01a triggers:
 failures above 5%, latency far above the 100 ms baseline).
 
     python butler_sim.py --namespace epic21 --configmap epic21-flags --port 9101
+    USE_NEW_DIALOG_CONTEXT_REPO=true python butler_sim.py --flags-from=env --port 9101
 
 Traffic is simulated, ten requests a second, deterministic: 2 of every 25 fail.
 """
@@ -16,11 +19,18 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import threading
 import time
 
-from kubernetes import client, config, watch
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 logger = logging.getLogger("butler-sim")
 
@@ -31,6 +41,7 @@ class Butler:
         self.enabled = False
         registry = CollectorRegistry()
         self.registry = registry
+        ProcessCollector(registry=registry)  # process_start_time_seconds tells one process from the next
         self.requests = Counter(
             "butler_dialog_requests_total", "Dialog requests handled.", ["outcome"], registry=registry
         )
@@ -64,6 +75,9 @@ class Butler:
 
 
 def watch_flags(butler: Butler, namespace: str, name: str, stop: threading.Event) -> None:
+    # Imported here: the container image (--flags-from=env) carries only prometheus_client.
+    from kubernetes import client, watch  # noqa: PLC0415
+
     api = client.CoreV1Api()
     while not stop.is_set():
         try:
@@ -87,22 +101,31 @@ def watch_flags(butler: Butler, namespace: str, name: str, stop: threading.Event
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--configmap", required=True)
+    parser.add_argument("--flags-from", choices=("configmap", "env"), default="configmap")
+    parser.add_argument("--namespace", help="--flags-from=configmap: the ConfigMap's namespace")
+    parser.add_argument("--configmap", help="--flags-from=configmap: the set's ConfigMap")
     parser.add_argument("--flag", default="USE_NEW_DIALOG_CONTEXT_REPO")
     parser.add_argument("--port", type=int, default=9101)
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--kubeconfig", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    config.load_kube_config(config_file=args.kubeconfig)
     butler = Butler(args.flag)
-    start_http_server(args.port, addr=args.address, registry=butler.registry)
     stop = threading.Event()
-    watcher = threading.Thread(
-        target=watch_flags, args=(butler, args.namespace, args.configmap, stop), daemon=True
-    )
-    watcher.start()
+    if args.flags_from == "env":
+        butler.set_flags(dict(os.environ))
+        logger.info("pid %d started with %s=%s", os.getpid(), args.flag, os.environ.get(args.flag, ""))
+    else:
+        if not (args.namespace and args.configmap):
+            parser.error("--flags-from=configmap needs --namespace and --configmap")
+        from kubernetes import config  # noqa: PLC0415
+
+        config.load_kube_config(config_file=args.kubeconfig)
+        watcher = threading.Thread(
+            target=watch_flags, args=(butler, args.namespace, args.configmap, stop), daemon=True
+        )
+        watcher.start()
+    start_http_server(args.port, addr=args.address, registry=butler.registry)
     logger.info("serving /metrics on %s:%d", args.address, args.port)
     try:
         butler.serve_traffic(stop)

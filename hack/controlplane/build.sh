@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the local control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok) and helm from the Go wrapper modules beside this script.
+# kube-scheduler, kubectl, kwok, the real node's kubelet) and helm from the Go wrapper
+# modules beside this script.
 #
 # Binaries land in a cache outside the clone, one directory per component keyed by its
 # version and a hash of its wrapper module, so a second run (or CI on the same machine)
@@ -89,6 +90,7 @@ targets=(
   "kube-controller-manager|kubernetes|k8s.io/kubernetes/cmd/kube-controller-manager|$k8s_dir|$k8s_ldflags"
   "kube-scheduler|kubernetes|k8s.io/kubernetes/cmd/kube-scheduler|$k8s_dir|$k8s_ldflags"
   "kubectl|kubernetes|k8s.io/kubernetes/cmd/kubectl|$k8s_dir|$k8s_ldflags"
+  "kubelet|kubernetes|k8s.io/kubernetes/cmd/kubelet|$k8s_dir|$k8s_ldflags"
   "etcd|etcd|go.etcd.io/etcd/server/v3|$etcd_dir|-s -w"
   "kwok|kwok|sigs.k8s.io/kwok/cmd/kwok|$kwok_dir|-s -w"
   "helm|helm|helm.sh/helm/v3/cmd/helm|$helm_dir|-s -w -X helm.sh/helm/v3/internal/version.version=v$HELM_VERSION"

@@ -1,4 +1,5 @@
-// Builds kube-apiserver, kube-controller-manager and kube-scheduler from k8s.io/kubernetes.
+// Builds kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kubelet from
+// k8s.io/kubernetes.
 // k8s.io/kubernetes maps its staging modules to ./staging paths that its module zip lacks,
 // so each one is replaced here by its published release. Regenerate with ../build.sh --regen.
 module flagops.local/controlplane/kubernetes

@@ -5,11 +5,16 @@ ARG BASE=python:3.11.14-slim-bookworm
 
 FROM ${BASE} AS build
 WORKDIR /src
-COPY pyproject.toml constraints.txt README.md ./
-COPY operator/ operator/
+# Dependencies first, in a layer of their own: a change to the code alone reuses it.
+COPY pyproject.toml constraints.txt ./
 RUN python -m venv /opt/flagops \
  && /opt/flagops/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/flagops/bin/pip install --no-cache-dir -c constraints.txt .
+ && python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+    > requirements.txt \
+ && /opt/flagops/bin/pip install --no-cache-dir -c constraints.txt -r requirements.txt
+COPY README.md ./
+COPY operator/ operator/
+RUN /opt/flagops/bin/pip install --no-cache-dir --no-deps .
 
 FROM ${BASE}
 ENV PATH=/opt/flagops/bin:$PATH \

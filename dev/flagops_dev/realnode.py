@@ -19,6 +19,7 @@ is removed unless it was there before.
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import json
@@ -330,3 +331,41 @@ def _read_pids(group: Path) -> set[int]:
     with contextlib.suppress(OSError):
         return {int(pid) for pid in (group / "cgroup.procs").read_text().split()}
     return set()
+
+
+def chart_values(kubeconfig: Path, *, metrics_port: int) -> dict[str, object]:
+    """Helm values that put the operator from the local image on the real node.
+
+    Each one is a chart value a user could need too: the image and pull policy, the host
+    network (there is no pod network), the API server's address (no kube-proxy serves the
+    `kubernetes` Service), /metrics on loopback, and loopback as an allowed check target."""
+    server = json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    host, port = server.removeprefix("https://").rsplit(":", 1)
+    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    return {
+        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
+        "hostNetwork": True,
+        "metrics": {"address": "127.0.0.1", "port": metrics_port},
+        "extraEnv": [
+            {"name": "KUBERNETES_SERVICE_HOST", "value": host},
+            {"name": "KUBERNETES_SERVICE_PORT", "value": port},
+        ],
+        "allowedTargets": ["127.0.0.0/8"],
+        "nodeSelector": {"type": NODE_LABELS["type"]},
+        "tolerations": [{"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+def main() -> None:
+    """`python -m flagops_dev.realnode values KUBECONFIG`: the chart values, as JSON (valid YAML)."""
+    parser = argparse.ArgumentParser(prog="python -m flagops_dev.realnode", description=main.__doc__)
+    parser.add_argument("command", choices=("values",))
+    parser.add_argument("kubeconfig", type=Path)
+    parser.add_argument("--metrics-port", type=int, default=0, help="default: a free port")
+    args = parser.parse_args()
+    port = args.metrics_port or devcluster.free_port()
+    print(json.dumps(chart_values(args.kubeconfig, metrics_port=port), indent=2))
+
+
+if __name__ == "__main__":
+    main()

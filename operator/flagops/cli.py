@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from flagops import crdgen, handlers, kube, metrics, report
-from flagops.controller.leader import LeaderElector, LeadershipLost
+from flagops.controller.leader import LeaderElector, LeadershipLost, own_identity
 from flagops.controller.runtime import Controller, Settings
 from flagops.reconcile.targets import AllowedTarget, TargetPolicy
 
@@ -82,6 +82,10 @@ async def _operate(args: argparse.Namespace) -> int:
                 namespaces=args.namespace or (),
                 standalone=True,
                 stop_flag=stop,
+                # Else kopf asks the passwd database for the user, which an image's
+                # non-root UID (65532) is not in, and the operator crashes at start. (kopf's
+                # Identity is a NewType of str that it does not export.)
+                identity=elector.identity if elector else own_identity(),  # type: ignore[arg-type]
             ),
             name="kopf",
         )

@@ -6,7 +6,9 @@ global one), so tests and the CLI build an operator without import side effects.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from typing import Any
 
 import kopf
@@ -60,7 +62,17 @@ def _has_triggers(spec: Any) -> bool:
 def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+        info = kopf.login_with_kubeconfig(**kwargs)
+        if info is not None:
+            return info
+        info = kopf.login_with_service_account(**kwargs)
+        # kopf names https://kubernetes.default.svc; kube.py, like client-go, the address the
+        # kubelet puts in the environment, which is all a pod without cluster DNS can reach.
+        host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+        if info is not None and host and port:
+            server = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+            info = dataclasses.replace(info, server=server)
+        return info
 
     @kopf.on.cleanup(registry=registry)
     async def stop_workers(**_: Any) -> None:

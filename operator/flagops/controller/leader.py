@@ -41,6 +41,12 @@ def _parse(value: str | None) -> datetime.datetime | None:
     return datetime.datetime.strptime(value, _MICRO).replace(tzinfo=datetime.UTC)
 
 
+def own_identity() -> str:
+    """This process among the operator's replicas: its pod's name (POD_NAME, from the chart) and
+    pid. Not the host name alone: pods on the host network all have the node's."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -55,7 +61,7 @@ class LeaderElector:
         self._kube = client
         self._namespace = namespace
         self._name = name
-        self.identity = identity or f"{socket.gethostname()}_{os.getpid()}"
+        self.identity = identity or own_identity()
         self._duration = duration
         self._renew = renew
         self._last_renewal = 0.0

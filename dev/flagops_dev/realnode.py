@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -47,6 +48,7 @@ KUBELET_OUTSIDE_PATHS = (
     "/run/containerd",  # the shims' sockets, in /run/containerd/s whatever the state dir
 )
 CGROUP_ROOT = Path("/sys/fs/cgroup")
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 
 def _print_paths(script: Path) -> dict[str, str]:
@@ -72,11 +74,18 @@ class RealNode:
         self.plane = plane
         self.dir = plane.workdir / "node"
         self.socket = self.dir / "run" / "containerd.sock"
+        # A cgroup parent of its own: two clusters' nodes (`make cluster` and a test run) never
+        # see, or clean up, each other's containers.
+        self.cgroup_root = "flagops-" + hashlib.sha256(str(self.dir).encode()).hexdigest()[:8]
         self._ctr_binary = "ctr"
 
     # -- start -------------------------------------------------------------------------
 
     def start(self, kubelet: Path, *, bound_to_caller: bool, deadline: float = 120.0) -> None:
+        if len(f"{self.socket}.ttrpc") > MAX_SOCKET_PATH:
+            raise devcluster.ControlPlaneError(
+                f"{self.socket}.ttrpc is too long for a unix socket; use a shorter working directory"
+            )
         binaries, images = build()
         self._ctr_binary = binaries["ctr"]
         state = self.plane.state
@@ -102,6 +111,7 @@ class RealNode:
         for name, archive in images.items():
             if self._ctr("images", "import", "--no-unpack", archive) != 0:
                 raise devcluster.ControlPlaneError(f"containerd could not import {name} from {archive}")
+        self._create_cgroup_root()
         self._write_kubelet_config(ports)
         self.plane.launch(
             "kubelet",
@@ -234,6 +244,7 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
             # This machine boots cgroup v1; kubelet 1.35+ refuses it unless told otherwise.
             "failCgroupV1": False,
             "cgroupDriver": "cgroupfs",
+            "cgroupRoot": f"/{self.cgroup_root}",
             "failSwapOn": False,
             "registerWithTaints": [{"key": TAINT_KEY, "value": "true", "effect": "NoSchedule"}],
             "maxPods": 30,
@@ -258,16 +269,16 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
     def stop(self) -> None:
         """Stop kubelet, every container, containerd and its shims; leave no mount or cgroup."""
         self.plane.terminate("kubelet")
-        self._kill_cgroup_procs("kubepods")
+        self._kill_cgroup_procs()
         self.plane.terminate("containerd")
         self._kill_shims()
         self._unmount_under(self.dir)
-        self._remove_cgroups("kubepods")
+        self._remove_cgroups()
         self._remove_outside_paths()
 
-    def _kill_cgroup_procs(self, name: str) -> None:
+    def _kill_cgroup_procs(self) -> None:
         for _ in range(50):
-            pids = {pid for group in self._cgroups(name) for pid in _read_pids(group)}
+            pids = {pid for group in self.cgroups() for pid in _read_pids(group)}
             if not pids:
                 return
             for pid in pids:
@@ -300,19 +311,35 @@ disabled_plugins = ['io.containerd.nri.v1.nri', 'io.containerd.tracing.processor
                 subprocess.run(["umount", "--lazy", mount], check=False, stderr=subprocess.DEVNULL)
 
     @staticmethod
-    def _cgroups(name: str) -> list[Path]:
-        """Every cgroup at or below /NAME, in each hierarchy (v1 has several), deepest first."""
-        found: list[Path] = []
+    def _hierarchies() -> list[Path]:
+        """The cgroup hierarchies: one on cgroup v2, one per controller set on v1."""
+        if (CGROUP_ROOT / "cgroup.controllers").exists():
+            return [CGROUP_ROOT]
         if not CGROUP_ROOT.is_dir():
-            return found
-        for hierarchy in [CGROUP_ROOT, *[p for p in CGROUP_ROOT.iterdir() if p.is_dir()]]:
-            top = hierarchy / name
+            return []
+        return [p for p in CGROUP_ROOT.iterdir() if (p / "cgroup.procs").exists() and not p.is_symlink()]
+
+    def _create_cgroup_root(self) -> None:
+        """kubelet wants its cgroup root to exist in every hierarchy it uses."""
+        for hierarchy in self._hierarchies():
+            group = hierarchy / self.cgroup_root
+            group.mkdir(exist_ok=True)
+            # A v1 cpuset group starts with no CPUs and no memory nodes: give it its parent's.
+            for knob in ("cpuset.cpus", "cpuset.mems"):
+                if (hierarchy / knob).exists() and not (group / knob).read_text().strip():
+                    (group / knob).write_text((hierarchy / knob).read_text())
+
+    def cgroups(self) -> list[Path]:
+        """Every cgroup at or below the node's root, in each hierarchy, deepest first."""
+        found: list[Path] = []
+        for hierarchy in self._hierarchies():
+            top = hierarchy / self.cgroup_root
             if top.is_dir():
                 found += [Path(root) for root, _, _ in os.walk(top)]
         return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
-    def _remove_cgroups(self, name: str) -> None:
-        for group in self._cgroups(name):
+    def _remove_cgroups(self) -> None:
+        for group in self.cgroups():
             with contextlib.suppress(OSError):
                 group.rmdir()
 

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import threading
 import time
 
@@ -127,6 +128,8 @@ def main() -> None:
         watcher.start()
     start_http_server(args.port, addr=args.address, registry=butler.registry)
     logger.info("serving /metrics on %s:%d", args.address, args.port)
+    # As a container's PID 1 it gets no default SIGTERM action: stop when the kubelet asks.
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         butler.serve_traffic(stop)
     except KeyboardInterrupt:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
-from flagops_dev import devcluster
+from flagops_dev import devcluster, realnode
 from tests.e2e.helpers import EXAMPLE, REPO, deployments_settled, wait_ready
-from tests.support import Cluster, Endpoint, kubectl, wait_until
+from tests.support import Cluster, Endpoint, kubectl, kubectl_json, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -47,6 +47,17 @@ def policies(cluster: Cluster, crds: None) -> Iterator[None]:
         yield
     finally:
         kubectl(cluster.kubeconfig, "delete", "--ignore-not-found", "-f", "-", stdin=manifest, check=False)
+
+
+@pytest.fixture(scope="session")
+def real_node(cluster: Cluster) -> str:
+    """The real node (kubelet + containerd, realnode.py) beside the kwok ones; its name.
+    Started with our cluster on first use; `make cluster` starts it with the cluster."""
+    if cluster.plane is not None and not cluster.plane.node_ready(realnode.NODE_NAME):
+        cluster.plane.start_real_node()
+    node = kubectl_json(cluster.kubeconfig, "get", "node", realnode.NODE_NAME)
+    assert any(c["type"] == "Ready" and c["status"] == "True" for c in node["status"]["conditions"])
+    return realnode.NODE_NAME
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from flagops_dev import devcluster
+from flagops_dev import devcluster, realnode
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
 
 DEPLOYMENT = """
@@ -253,15 +256,17 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_cli_up_is_idempotent_and_down_leaves_nothing_behind(cluster: Cluster, tmp_path: Path) -> None:
-    workdir = tmp_path / "cluster"
+def test_cli_up_is_idempotent_and_down_leaves_nothing_behind(cluster: Cluster) -> None:
+    # Short: containerd's sockets live under it, and a unix socket's path has 107 bytes.
+    workdir = Path(tempfile.mkdtemp(prefix="flagops-up-"))
+    node = realnode.RealNode(devcluster.ControlPlane(workdir))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "flagops_dev.devcluster", *args, "--workdir", str(workdir)],
             capture_output=True,
             text=True,
-            timeout=180,
+            timeout=300,
             check=True,
             env=os.environ,
         )
@@ -269,18 +274,59 @@ def test_cli_up_is_idempotent_and_down_leaves_nothing_behind(cluster: Cluster, t
     first = cli("up")
     assert first.stdout.strip() == f"export KUBECONFIG={workdir / 'kubeconfig'}"
     state = json.loads((workdir / "state.json").read_text())
+    kubeconfig = workdir / "kubeconfig"
     try:
-        assert set(state["pids"]) == set(devcluster.COMPONENTS)
+        assert set(state["pids"]) == {*devcluster.COMPONENTS, "containerd", "kubelet"}
         second = cli("up")
         assert "already running" in second.stderr
         assert json.loads((workdir / "state.json").read_text())["pids"] == state["pids"]
-        nodes = kubectl_json(workdir / "kubeconfig", "get", "nodes")["items"]
-        assert len(nodes) == 2
+        nodes = {n["metadata"]["name"] for n in kubectl_json(kubeconfig, "get", "nodes")["items"]}
+        assert nodes == {*devcluster.NODE_NAMES, realnode.NODE_NAME}
+        # A real container: its shim, mounts and cgroups are what `down` must clean up.
+        kubectl(kubeconfig, "apply", "-f", "-", stdin=REAL_POD)
+        kubectl(kubeconfig, "wait", "pod/sleeper", "--for=condition=Ready", "--timeout=90s", timeout=100)
+        assert node.cgroups() and mounts_under(workdir) and shims(node)
     finally:
         cli("down")
 
     assert not (workdir / "state.json").exists()
     alive = [name for name, pid in state["pids"].items() if devcluster.pid_alive(pid)]
     assert alive == [], f"processes left behind: {alive}"
+    assert shims(node) == [], "containerd shims left behind"
     listening = [name for name, port in state["ports"].items() if name != "etcd-peer" and _listening(port)]
     assert listening == [], f"ports still listening: {listening}"
+    assert mounts_under(workdir) == [], "mounts left behind"
+    assert node.cgroups() == [], "cgroups left behind"
+    shutil.rmtree(workdir)
+
+
+REAL_POD = f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: sleeper, namespace: default}}
+spec:
+  hostNetwork: true
+  nodeSelector: {{type: real}}
+  tolerations: [{{key: {devcluster.REAL_NODE_TAINT}, operator: Exists}}]
+  containers:
+  - name: sleeper
+    image: {realnode.BUTLER_IMAGE}
+    imagePullPolicy: Never
+    args: [--flags-from=env, --address=127.0.0.1, --port={devcluster.free_port()}]
+"""
+
+
+def mounts_under(directory: Path) -> list[str]:
+    prefix = str(directory.resolve()) + "/"
+    lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    return [line.split()[4] for line in lines if line.split()[4].startswith(prefix)]
+
+
+def shims(node: realnode.RealNode) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"containerd-shim" in cmdline and str(node.socket).encode() in cmdline:
+                found.append(int(proc.name))
+    return [pid for pid in found if devcluster.pid_alive(pid)]

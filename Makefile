@@ -28,8 +28,16 @@ controlplane: ## build etcd, kube-apiserver, controller-manager, scheduler, kube
 prometheus: ## fetch a real Prometheus server (Debian's package, unpacked into the cache)
 	bash hack/prometheus/fetch.sh
 
+.PHONY: node
+node: ## build containerd and the sandbox binary, install runc, CNI plugins, buildah (real node; root)
+	bash hack/node/build.sh
+
+.PHONY: image
+image: ## build the operator, Butler and sandbox images with buildah (cached by their inputs)
+	bash hack/image/build.sh
+
 .PHONY: cluster
-cluster: venv ## start the local control plane (reuses a running one); prints the KUBECONFIG export
+cluster: venv ## start the local control plane and its real node (reuses a running one); prints the KUBECONFIG export
 	@$(BIN)/python -m flagops_dev.devcluster up
 
 .PHONY: cluster-down
@@ -53,7 +61,7 @@ manifests: venv controlplane ## render manifests/ from the Helm chart
 	$(BIN)/python hack/render-manifests.py
 
 .PHONY: test
-test: venv controlplane prometheus lint ## everything CI runs: lint, unit and e2e tests on a real control plane
+test: venv controlplane prometheus node image lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest
 
 .PHONY: bench
@@ -61,5 +69,5 @@ bench: venv controlplane ## run the benchmarks (several minutes) and print their
 	$(BIN)/python benchmarks/run.py all
 
 .PHONY: demo
-demo: venv controlplane prometheus ## start the local control plane and show flagops at work
+demo: venv controlplane prometheus node image ## start the local control plane and show flagops at work
 	bash hack/demo.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# `make demo`: a local Kubernetes, Prometheus, the flagops operator, and the Epic 21 story:
-# a flag goes out, its error rate rises, a trigger rolls it back, Prometheus confirms; then the
-# incident record and the drill schedule.
+# `make demo`: a local Kubernetes with a real node, Prometheus, the flagops operator installed by
+# Helm from its image, and the Epic 21 story: a flag goes out, a real Butler process starts with
+# it and its error rate rises, a trigger rolls it back, a new process starts with the safe value,
+# Prometheus confirms; then the incident record and the drill schedule.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -27,29 +28,28 @@ wait_for() {  # wait_for SECONDS DESCRIPTION COMMAND...: until COMMAND succeeds
   done
 }
 
-step "Control plane binaries and Prometheus (built or fetched once, then cached)"
-eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^kubectl=\(.*\)\/kubectl$/export PATH=\1:$PATH/p')"
+step "Control plane, node, images and Prometheus (built or fetched once, then cached)"
+eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^\(kubectl\|helm\)=\(.*\)\/[a-z]*$/export PATH=\2:$PATH/p')"
 bash hack/prometheus/fetch.sh
 
-step "Local control plane: etcd, kube-apiserver, controller-manager, scheduler, kwok"
+step "Local cluster: etcd, kube-apiserver, controller-manager, scheduler; kwok nodes and a real node"
 eval "$("$py" -m flagops_dev.devcluster up)"
-show kubectl get nodes
+show kubectl get nodes -o wide
 rm -rf "$run" && mkdir -p "$run"
 kubectl delete namespace $ns --ignore-not-found --wait=true --timeout=60s >/dev/null
 kubectl create namespace $ns >/dev/null
 
-step "Prometheus, the operator and a simulated Butler service (logs: .cluster/demo/)"
-show kubectl apply -f crds/
-kubectl wait --for=condition=Established --timeout=60s crd -l app.kubernetes.io/part-of=flagops >/dev/null
+step "The operator: helm install from its image, onto the real node"
 metrics_port=$(free_port)
 butler_port=$(free_port)
-# Everything here listens on loopback, which checks may reach only when allowed explicitly.
-"$py" -m flagops.cli run --metrics-address 127.0.0.1 --metrics-port "$metrics_port" \
-  --allowed-targets 127.0.0.0/8 >"$run/operator.log" 2>&1 &
-pids+=($!)
-"$py" examples/butler-sim/butler_sim.py --namespace $ns --configmap epic21-flags --port "$butler_port" \
-  >"$run/butler.log" 2>&1 &
-pids+=($!)
+# Values for this cluster: the local image, the host network and loopback (there is no pod
+# network), the API server's address; each one a chart value (README "A real node").
+"$py" -m flagops_dev.realnode values "$KUBECONFIG" --metrics-port "$metrics_port" >"$run/values.json"
+show helm upgrade --install flagops charts/flagops --namespace flagops-system --create-namespace \
+  --values "$run/values.json" --wait --timeout 180s
+show kubectl -n flagops-system get pods -o wide
+
+step "Prometheus, and the Butler service as a real container reading its flags from its environment"
 "$py" -m flagops_dev.devcluster prometheus --workdir "$run/prometheus" \
   --target "butler=127.0.0.1:$butler_port,ns=$ns" --target "flagops=127.0.0.1:$metrics_port" \
   >"$run/prometheus.out" 2>&1 &
@@ -60,7 +60,10 @@ echo "Prometheus at $prometheus, operator metrics at http://127.0.0.1:$metrics_p
 
 step "The Epic 21 flags, with a trigger and a Prometheus check on USE_NEW_DIALOG_CONTEXT_REPO"
 ratio="sum(rate(butler_dialog_requests_total{outcome=\"error\",ns=\"$ns\"}[5s])) / sum(rate(butler_dialog_requests_total{ns=\"$ns\"}[5s]))"
-show kubectl -n $ns apply -f examples/epic21/workloads.yaml -f examples/epic21/flagset.yaml
+# The kwok-simulated workers and api, and butler replaced by the real one on its port.
+kubectl -n $ns apply -f examples/epic21/workloads.yaml >/dev/null
+sed "s/9101/$butler_port/g" examples/butler-sim/deployment.yaml | show kubectl -n $ns apply -f -
+show kubectl -n $ns apply -f examples/epic21/flagset.yaml
 "$py" - "$prometheus" "$ratio" <<'PY' >"$run/trigger-patch.json"
 import json, sys
 server, ratio = sys.argv[1:]
@@ -77,6 +80,14 @@ kubectl -n $ns get ffs epic21 -o jsonpath='{.spec.flags[0].triggers[0]}' | "$py"
 kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 for d in butler workers api; do kubectl -n $ns rollout status deployment/$d --timeout=90s >/dev/null; done
 show kubectl -n $ns get ffs
+show kubectl -n $ns get pods -o wide
+butler_logs() {  # the current Butler process's own words about its flag
+  local pod
+  pod=$(kubectl -n $ns get pods -l app.kubernetes.io/name=butler --field-selector=status.phase=Running \
+    -o jsonpath='{.items[0].metadata.name}')
+  show kubectl -n $ns logs "$pod" | grep started
+}
+butler_logs
 before=$(kubectl -n $ns get replicasets -o name | sort)
 
 step "Stage 21_01a: enable USE_NEW_DIALOG_CONTEXT_REPO (consumed by butler only)"
@@ -87,6 +98,8 @@ kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 show kubectl -n $ns get ffs
 echo "New ReplicaSets (only butler restarted):"
 comm -13 <(echo "$before") <(kubectl -n $ns get replicasets -o name | sort)
+kubectl -n $ns rollout status deployment/butler --timeout=90s >/dev/null
+butler_logs
 
 step "The new code path fails 8% of dialog requests; the trigger watches the error ratio"
 above() { awk -v v="$(promql "$ratio")" 'BEGIN { exit !(v != "empty" && v > 0.05) }'; }
@@ -98,6 +111,7 @@ show kubectl -n $ns get ffs epic21 -o jsonpath='{.status.triggers[0].message}{"\
 
 step "The trigger created $rollback: flip, restart, validate with Prometheus"
 show kubectl -n $ns wait "rollback/$rollback" --for=condition=Succeeded --timeout=180s
+butler_logs
 show kubectl -n $ns get rollbacks
 show kubectl -n $ns get rollbacks -o wide
 show kubectl -n $ns get ffs
@@ -121,6 +135,6 @@ step "The operator's own metrics (http://127.0.0.1:$metrics_port/metrics)"
 curl -s "http://127.0.0.1:$metrics_port/metrics" |
   grep -E '^flagops_(rollbacks_total|rollback_duration_seconds_(sum|count)|trigger_firings_total|flags|notifications_total|rollouts_in_progress)' || true
 
-step "Done. The cluster keeps running (Prometheus, the operator and the service stop with this script):"
+step "Done. The cluster, the operator and the Butler pod keep running (Prometheus stops with this script):"
 echo "  export KUBECONFIG=$KUBECONFIG"
 echo "  make cluster-down    # stops it"

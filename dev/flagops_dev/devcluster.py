@@ -36,13 +36,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client, config
+
+if TYPE_CHECKING:
+    from flagops_dev.realnode import RealNode
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "controlplane" / "build.sh"
@@ -391,11 +394,19 @@ class ControlPlane:
         self.startup_seconds = time.monotonic() - started
         return self.state
 
+    def real_node(self) -> RealNode:
+        from flagops_dev.realnode import RealNode  # noqa: PLC0415 (realnode imports this module)
+
+        return RealNode(self)
+
     def start_real_node(self) -> None:
         """Start the real node (kubelet + containerd) on this running control plane."""
-        from flagops_dev.realnode import RealNode  # noqa: PLC0415 (it imports this module)
+        self.real_node().start(self._binaries["kubelet"], bound_to_caller=self._bound_to_caller)
 
-        RealNode(self).start(self._binaries["kubelet"], bound_to_caller=self._bound_to_caller)
+    def refresh_real_node(self) -> None:
+        """Give a running real node the images as the tree builds them now."""
+        if "containerd" in (self.state.pids if self.state else {}):
+            self.real_node().import_images()
 
     def restart(self, name: str, *, deadline: float = 60.0) -> None:
         """Stop one component and start it again with the same flags and ports (fault tests)."""
@@ -415,9 +426,7 @@ class ControlPlane:
         """Stop every component (SIGTERM, then SIGKILL) and wait until each is gone."""
         self.state = self.state or self._load_state()
         if (self.workdir / "node").is_dir():
-            from flagops_dev.realnode import RealNode  # noqa: PLC0415 (it imports this module)
-
-            RealNode(self).stop()
+            self.real_node().stop()
         for name in reversed(COMPONENTS):
             self.terminate(name, grace=grace)
         self._procs.clear()
@@ -740,6 +749,7 @@ def main(argv: list[str] | None = None) -> int:
                 state = plane.running()
                 if state is not None:
                     print(f"control plane already running at {state.server}", file=sys.stderr)
+                    plane.refresh_real_node()
                 else:
                     binaries = build_binaries()
                     state = plane.start(bound_to_caller=False, binaries=binaries, real_node=True)

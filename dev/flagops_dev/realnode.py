@@ -37,7 +37,7 @@ TAINT_KEY = devcluster.REAL_NODE_TAINT
 NODE_LABELS = {"type": "real", TAINT_KEY: "true"}
 NODE_BUILD_SCRIPT = devcluster.REPO_ROOT / "hack" / "node" / "build.sh"
 IMAGE_BUILD_SCRIPT = devcluster.REPO_ROOT / "hack" / "image" / "build.sh"
-OPERATOR_IMAGE = "flagops.local/flagops:dev"
+OPERATOR_REPOSITORY = "flagops.local/flagops"  # tagged with a hash of what the image is built from
 BUTLER_IMAGE = "flagops.local/butler-sim:dev"
 # Paths kubelet and containerd write outside their directories; removed at stop unless they existed before.
 KUBELET_OUTSIDE_PATHS = (
@@ -108,9 +108,7 @@ class RealNode:
         self.plane.wait_ready(
             "containerd", lambda: self.socket.exists() and self._ctr("version") == 0, deadline
         )
-        for name, archive in images.items():
-            if self._ctr("images", "import", "--no-unpack", archive) != 0:
-                raise devcluster.ControlPlaneError(f"containerd could not import {name} from {archive}")
+        self.import_images(images)
         self._create_cgroup_root()
         self._write_kubelet_config(ports)
         self.plane.launch(
@@ -127,6 +125,15 @@ class RealNode:
             bound_to_caller,
         )
         self.plane.wait_ready("kubelet", lambda: self.plane.node_ready(NODE_NAME), deadline)
+
+    def import_images(self, images: dict[str, str] | None = None) -> None:
+        """Load the images into the node's containerd (no registry could serve them)."""
+        if images is None:
+            binaries, images = build()
+            self._ctr_binary = binaries["ctr"]
+        for name, archive in images.items():
+            if self._ctr("images", "import", "--no-unpack", archive) != 0:
+                raise devcluster.ControlPlaneError(f"containerd could not import {name} from {archive}")
 
     def _ctr(self, *args: str) -> int:
         return subprocess.run(
@@ -360,6 +367,12 @@ def _read_pids(group: Path) -> set[int]:
     return set()
 
 
+def operator_image() -> str:
+    """The operator image's name and tag, as the image build made it."""
+    _, images = build()
+    return next(name for name in images if name.startswith(OPERATOR_REPOSITORY + ":"))
+
+
 def chart_values(kubeconfig: Path, *, metrics_port: int) -> dict[str, object]:
     """Helm values that put the operator from the local image on the real node.
 
@@ -368,7 +381,7 @@ def chart_values(kubeconfig: Path, *, metrics_port: int) -> dict[str, object]:
     `kubernetes` Service), /metrics on loopback, and loopback as an allowed check target."""
     server = json.loads(kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
     host, port = server.removeprefix("https://").rsplit(":", 1)
-    repository, tag = OPERATOR_IMAGE.rsplit(":", 1)
+    repository, tag = operator_image().rsplit(":", 1)
     return {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "hostNetwork": True,

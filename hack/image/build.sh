@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the images the local real node runs, with buildah (from Debian, no Docker engine):
-#   flagops.local/flagops:dev     the operator, from the repository's Dockerfile
+#   flagops.local/flagops:HASH    the operator, from the repository's Dockerfile
 #   flagops.local/butler-sim:dev  the simulated Butler service (examples/butler-sim/Dockerfile)
 #   registry.k8s.io/pause:VERSION the sandbox image (hack/node/pause)
 # No registry serves python:3.11-slim here, so the Dockerfiles build FROM a base made on
@@ -63,12 +63,14 @@ else
   log "base image: $base_name cached"
 fi
 
-# build NAME CONTEXT DOCKERFILE INPUTS...: a docker-archive per hash of the inputs.
+# build REPOSITORY TAG CONTEXT DOCKERFILE INPUTS...: a docker-archive per hash of the inputs.
+# TAG "-": the hash itself, so a changed image is a new tag and `helm upgrade` rolls the pod.
 build() {
-  local name=$1 context=$2 dockerfile=$3 key archive start
-  shift 3
+  local repository=$1 tag=$2 context=$3 dockerfile=$4 key archive start name
+  shift 4
   key=$(hash_of "$@")
-  archive="$images/$(basename "${name%%:*}")-$key.tar"
+  name="$repository:${tag/#-/$key}"
+  archive="$images/$(basename "$repository")-$key.tar"
   if [ -f "$archive" ]; then
     log "$name: cached ($archive)"
   else
@@ -76,7 +78,7 @@ build() {
     start=$(date +%s)
     "${buildah[@]}" build --quiet --layers --network host --isolation chroot "${run_mounts[@]}" \
       --build-arg "BASE=$base_name" -f "$root/$dockerfile" -t "$name" "$root/$context" >&2
-    rm -f "$images/$(basename "${name%%:*}")"-*.tar
+    rm -f "$images/$(basename "$repository")"-*.tar
     "${buildah[@]}" push --quiet "$name" "docker-archive:$archive.tmp:$name" >&2
     mv "$archive.tmp" "$archive"
     log "$name: built in $(($(date +%s) - start))s"
@@ -84,8 +86,8 @@ build() {
   echo "$name=$archive" >>"$images/.paths"
 }
 rm -f "$images/.paths"
-build flagops.local/flagops:dev . Dockerfile Dockerfile pyproject.toml constraints.txt README.md operator
-build flagops.local/butler-sim:dev examples/butler-sim examples/butler-sim/Dockerfile examples/butler-sim
+build flagops.local/flagops - . Dockerfile Dockerfile pyproject.toml constraints.txt README.md operator
+build flagops.local/butler-sim dev examples/butler-sim examples/butler-sim/Dockerfile examples/butler-sim
 
 # The sandbox image: one static binary, no base.
 pause_name="registry.k8s.io/pause:$PAUSE_VERSION"

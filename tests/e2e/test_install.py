@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
@@ -81,6 +82,11 @@ def test_manifests_are_rendered_from_the_chart() -> None:
         ["--set", "watchNamespaces={team-a,team-b}"],
         ["--set", "metrics.serviceMonitor.enabled=true,metrics.prometheusRule.enabled=true"],
         ["--set", "allowedTargets={10.0.0.0/8,*.monitoring.svc:9090}"],
+        [
+            "--set",
+            "hostNetwork=true,metrics.address=127.0.0.1,extraEnv[0].name=KUBERNETES_SERVICE_HOST,"
+            "extraEnv[0].value=127.0.0.1",
+        ],
     ],
 )
 def test_chart_lints_and_renders(values: list[str]) -> None:
@@ -109,6 +115,19 @@ def test_chart_lints_and_renders(values: list[str]) -> None:
         assert "- --allowed-targets=*.monitoring.svc:9090\n" in rendered
     else:
         assert "--allowed-targets" not in rendered
+    pod = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    probes = [container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]]
+    if "hostNetwork" in " ".join(values):
+        assert pod["spec"]["hostNetwork"] is True and pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert "--metrics-address=127.0.0.1" in container["args"]
+        assert [p.get("host") for p in probes] == ["127.0.0.1", "127.0.0.1"]
+        assert {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"} in container["env"]
+    else:
+        assert "hostNetwork" not in pod["spec"] and not any(
+            "--metrics-address" in a for a in container["args"]
+        )
+        assert [p.get("host") for p in probes] == [None, None]
     assert kinds.count("ValidatingAdmissionPolicy") == 2
 
 

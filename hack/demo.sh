@@ -81,13 +81,15 @@ kubectl -n $ns wait ffs/epic21 --for=condition=Ready --timeout=90s >/dev/null
 for d in butler workers api; do kubectl -n $ns rollout status deployment/$d --timeout=90s >/dev/null; done
 show kubectl -n $ns get ffs
 show kubectl -n $ns get pods -o wide
-butler_logs() {  # the current Butler process's own words about its flag
-  local pod
+butler_process() {  # the Butler pod's process: its own words, and as the host sees it
+  local pod container
   pod=$(kubectl -n $ns get pods -l app.kubernetes.io/name=butler --field-selector=status.phase=Running \
     -o jsonpath='{.items[0].metadata.name}')
+  container=$(kubectl -n $ns get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')
   show kubectl -n $ns logs "$pod" | grep started
+  echo "pod $pod: $("$py" -m flagops_dev.realnode process "$container" --env USE_NEW_DIALOG_CONTEXT_REPO)"
 }
-butler_logs
+butler_process
 before=$(kubectl -n $ns get replicasets -o name | sort)
 
 step "Stage 21_01a: enable USE_NEW_DIALOG_CONTEXT_REPO (consumed by butler only)"
@@ -99,7 +101,7 @@ show kubectl -n $ns get ffs
 echo "New ReplicaSets (only butler restarted):"
 comm -13 <(echo "$before") <(kubectl -n $ns get replicasets -o name | sort)
 kubectl -n $ns rollout status deployment/butler --timeout=90s >/dev/null
-butler_logs
+butler_process
 
 step "The new code path fails 8% of dialog requests; the trigger watches the error ratio"
 above() { awk -v v="$(promql "$ratio")" 'BEGIN { exit !(v != "empty" && v > 0.05) }'; }
@@ -111,7 +113,7 @@ show kubectl -n $ns get ffs epic21 -o jsonpath='{.status.triggers[0].message}{"\
 
 step "The trigger created $rollback: flip, restart, validate with Prometheus"
 show kubectl -n $ns wait "rollback/$rollback" --for=condition=Succeeded --timeout=180s
-butler_logs
+butler_process
 show kubectl -n $ns get rollbacks
 show kubectl -n $ns get rollbacks -o wide
 show kubectl -n $ns get ffs

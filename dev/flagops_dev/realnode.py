@@ -25,9 +25,11 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from flagops_dev import devcluster
@@ -367,6 +369,45 @@ def _read_pids(group: Path) -> set[int]:
     return set()
 
 
+@dataclass(frozen=True)
+class Process:
+    """A container's main process, as the host sees it."""
+
+    pid: int
+    uid: int
+    environ: dict[str, str]
+    root_read_only: bool
+
+    def alive(self) -> bool:
+        return devcluster.pid_alive(self.pid)
+
+
+def container_process(container_id: str) -> Process | None:
+    """The host process of a container, found through its cgroup (the id is in the path)."""
+    bare = container_id.split("://", 1)[-1]
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if bare not in (proc / "cgroup").read_text():
+                continue
+            environ = dict(
+                item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item
+            )
+            uid = int(re.search(r"^Uid:\s+(\d+)", (proc / "status").read_text(), re.M).group(1))  # type: ignore[union-attr]
+            root = next(
+                line.split()
+                for line in (proc / "mountinfo").read_text().splitlines()
+                if line.split()[4] == "/"
+            )
+        except (OSError, StopIteration):
+            continue
+        if (proc / "exe").resolve().name == "pause":
+            continue
+        return Process(int(proc.name), uid, environ, "ro" in root[5].split(","))
+    return None
+
+
 def operator_image() -> str:
     """The operator image's name and tag, as the image build made it."""
     _, images = build()
@@ -397,14 +438,25 @@ def chart_values(kubeconfig: Path, *, metrics_port: int) -> dict[str, object]:
 
 
 def main() -> None:
-    """`python -m flagops_dev.realnode values KUBECONFIG`: the chart values, as JSON (valid YAML)."""
+    """`python -m flagops_dev.realnode values|process`: chart values; a container's process."""
     parser = argparse.ArgumentParser(prog="python -m flagops_dev.realnode", description=main.__doc__)
-    parser.add_argument("command", choices=("values",))
-    parser.add_argument("kubeconfig", type=Path)
-    parser.add_argument("--metrics-port", type=int, default=0, help="default: a free port")
+    commands = parser.add_subparsers(dest="command", required=True)
+    values = commands.add_parser("values", help="the chart values for the real node, as JSON (valid YAML)")
+    values.add_argument("kubeconfig", type=Path)
+    values.add_argument("--metrics-port", type=int, default=0, help="default: a free port")
+    process = commands.add_parser("process", help="a container's process as the host sees it")
+    process.add_argument("container_id", help="containerd://ID, as a pod's containerStatuses give it")
+    process.add_argument("--env", action="append", default=[], help="show this variable (repeatable)")
     args = parser.parse_args()
-    port = args.metrics_port or devcluster.free_port()
-    print(json.dumps(chart_values(args.kubeconfig, metrics_port=port), indent=2))
+    if args.command == "values":
+        port = args.metrics_port or devcluster.free_port()
+        print(json.dumps(chart_values(args.kubeconfig, metrics_port=port), indent=2))
+        return
+    found = container_process(args.container_id)
+    if found is None:
+        parser.exit(1, f"no process of container {args.container_id} on this machine\n")
+    shown = "".join(f", {name}={found.environ.get(name, '')}" for name in args.env)
+    print(f"host pid {found.pid}, uid {found.uid}{shown}")
 
 
 if __name__ == "__main__":

@@ -5,13 +5,11 @@ new process reading the flag's new value from its environment."""
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,45 +35,6 @@ DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
 BUTLER = REPO / "examples" / "butler-sim" / "deployment.yaml"
 
 
-@dataclass(frozen=True)
-class Process:
-    """A container's main process, as the host sees it."""
-
-    pid: int
-    uid: int
-    environ: dict[str, str]
-    root_read_only: bool
-
-    def alive(self) -> bool:
-        return devcluster.pid_alive(self.pid)
-
-
-def container_process(container_id: str) -> Process | None:
-    """The host process of a container, found through its cgroup (the id is in the path)."""
-    bare = container_id.split("://", 1)[-1]
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if bare not in (proc / "cgroup").read_text():
-                continue
-            environ = dict(
-                item.split("=", 1) for item in (proc / "environ").read_text().split("\0") if "=" in item
-            )
-            uid = int(re.search(r"^Uid:\s+(\d+)", (proc / "status").read_text(), re.M).group(1))  # type: ignore[union-attr]
-            root = next(
-                line.split()
-                for line in (proc / "mountinfo").read_text().splitlines()
-                if line.split()[4] == "/"
-            )
-        except (OSError, StopIteration):
-            continue
-        if (proc / "exe").resolve().name == "pause":
-            continue
-        return Process(int(proc.name), uid, environ, "ro" in root[5].split(","))
-    return None
-
-
 def running_pod(cluster: Cluster, namespace: str, selector: str) -> dict[str, Any] | None:
     """The one Ready pod of the selector, once no other (terminating) pod is left."""
     pods = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "pods", "-l", selector)["items"]
@@ -88,9 +47,11 @@ def running_pod(cluster: Cluster, namespace: str, selector: str) -> dict[str, An
     return pods[0] if ready else None
 
 
-def process_of(pod: dict[str, Any]) -> Process:
+def process_of(pod: dict[str, Any]) -> realnode.Process:
     container_id = pod["status"]["containerStatuses"][0]["containerID"]
-    return wait_until(f"the process of {container_id}", lambda: container_process(container_id), timeout=10)
+    return wait_until(
+        f"the process of {container_id}", lambda: realnode.container_process(container_id), timeout=10
+    )
 
 
 @dataclass(frozen=True)
@@ -181,7 +142,7 @@ def test_epic21_story_restarts_real_processes(
 
         set_flag(cluster, ns, 0, True)
 
-        def restarted(after: Process, value: str) -> Process | None:
+        def restarted(after: realnode.Process, value: str) -> realnode.Process | None:
             pod = running_pod(cluster, ns, selector)
             if pod is None:
                 return None

@@ -126,8 +126,11 @@ export PATH=$root/.venv/bin:$PATH   # kubectl finds the kubectl-flagops plugin t
 show kubectl -n $ns patch rollback "$rollback" --type=merge --patch-file examples/epic21/review.yaml
 show kubectl flagops -n $ns report "$rollback"
 
-step "The plan's drill schedule: a weekly drill per stage, in staging"
-show kubectl -n $ns apply -f examples/epic21/drills.yaml
+step "The plan's drill schedule: a weekly drill per stage, in staging, set up by the tech lead"
+# The authority matrix: the cluster admin is none of the plan's initiators, the tech lead is.
+kubectl -n $ns apply -f examples/epic21/rbac.yaml >/dev/null
+show kubectl -n $ns apply -f examples/epic21/drills.yaml 2>&1 | head -1 || true
+show kubectl -n $ns --as=dana --as-group=ep21-tech-lead apply -f examples/epic21/drills.yaml
 for d in stage-21-01a stage-21-01b stage-21-01c stage-21-01d; do
   wait_for 30 "drill $d scheduled" sh -c "kubectl -n $ns get rollbackdrill $d -o jsonpath='{.status.nextRunAt}' | grep -q ."
 done

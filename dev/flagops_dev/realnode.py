@@ -53,20 +53,20 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the NUL
 
 
-def _print_paths(script: Path) -> dict[str, str]:
-    out = subprocess.run(
-        ["bash", str(script), "--print-paths"], check=False, stdout=subprocess.PIPE, text=True
-    )
+def _print_paths(script: Path, *, quiet: bool) -> dict[str, str]:
+    argv = ["bash", str(script), "--print-paths"]
+    stderr = subprocess.DEVNULL if quiet else None
+    out = subprocess.run(argv, check=False, stdout=subprocess.PIPE, stderr=stderr, text=True)
     if out.returncode != 0:
         raise devcluster.ControlPlaneError(f"{script} failed with exit code {out.returncode}")
     return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
 
 
-def build() -> tuple[dict[str, str], dict[str, str]]:
+def build(*, quiet: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """The node's binaries and the images' archives (built or taken from the cache)."""
     if os.geteuid() != 0:
         raise devcluster.ControlPlaneError("the real node needs root (kubelet, containerd and runc do)")
-    return _print_paths(NODE_BUILD_SCRIPT), _print_paths(IMAGE_BUILD_SCRIPT)
+    return _print_paths(NODE_BUILD_SCRIPT, quiet=quiet), _print_paths(IMAGE_BUILD_SCRIPT, quiet=quiet)
 
 
 class RealNode:
@@ -410,7 +410,7 @@ def container_process(container_id: str) -> Process | None:
 
 def operator_image() -> str:
     """The operator image's name and tag, as the image build made it."""
-    _, images = build()
+    _, images = build(quiet=True)
     return next(name for name in images if name.startswith(OPERATOR_REPOSITORY + ":"))
 
 

@@ -24,7 +24,7 @@ paths=$(bash "$root/hack/node/build.sh" --print-paths)
 pause_binary=$(sed -n 's/^pause=//p' <<<"$paths")
 images="$cache/images"
 mkdir -p "$images"
-buildah=(buildah --root "$cache/buildah/storage" --runroot "$cache/buildah/run" --storage-driver vfs)
+buildah=(buildah --root "$cache/buildah/overlay" --runroot "$cache/buildah/run-overlay" --storage-driver overlay)
 # RUN steps need the network for pip. Where the machine reaches PyPI through a TLS proxy
 # with its own CA (pip.conf's `cert`), the build sees the same CA bundle and pip.conf.
 run_mounts=()

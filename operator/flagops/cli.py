@@ -54,9 +54,10 @@ async def _operate(args: argparse.Namespace) -> int:
         def healthy() -> bool:
             return not any(task.done() for task in tasks.values())
 
-        server = await metrics.serve(
-            args.metrics_address, args.metrics_port, healthy=healthy, ready=lambda: leading and healthy()
-        )
+        # A standby replica is ready too: ready to take over. Gating readiness on the Lease
+        # would deadlock a rolling update (the new pod waits for the old one's Lease, the old
+        # one waits for the new one to be Ready) and keep `replicas: 2` from ever settling.
+        server = await metrics.serve(args.metrics_address, args.metrics_port, healthy=healthy, ready=healthy)
     stop = asyncio.Event()
     lost = False
     try:

@@ -58,6 +58,7 @@ def process_of(pod: dict[str, Any]) -> realnode.Process:
 class Installed:
     namespace: str
     metrics_port: int
+    helm: list[str]  # helm with the kubeconfig and namespace
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def installed(
         logs = kubectl(cluster.kubeconfig, "-n", namespace, "logs", "deploy/flagops", check=False)
         pytest.fail(f"helm install: {done.stderr}\n{pods}\n{logs.stdout}{logs.stderr}")
     try:
-        yield Installed(namespace, port)
+        yield Installed(namespace, port, install)
     finally:
         subprocess.run([*install, "uninstall", "flagops", "--wait"], check=False)
         kubectl(cluster.kubeconfig, "delete", "namespace", namespace, "--wait=false", check=False)
@@ -112,9 +113,8 @@ def test_operator_runs_from_its_image_as_installed_by_helm(cluster: Cluster, ins
         assert resp.status == 200
     lease = kubectl_json(cluster.kubeconfig, "-n", ns, "get", "lease", "flagops")
     assert lease["spec"]["holderIdentity"].startswith(pod["metadata"]["name"] + "_")
-    logs = kubectl(
-        cluster.kubeconfig, "-n", ns, "logs", pod["metadata"]["name"]
-    ).stdout  # through the kubelet
+    # Through the API server and the kubelet's own API.
+    logs = kubectl(cluster.kubeconfig, "-n", ns, "logs", pod["metadata"]["name"]).stdout
     assert "became the leader" in logs
 
 
@@ -192,3 +192,31 @@ def held(cluster: Cluster, namespace: str, rollback: str) -> bool:
 def observed(cluster: Cluster, namespace: str) -> bool:
     obj = get_set(cluster, namespace)
     return bool(obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"])
+
+
+def test_helm_upgrade_rolls_the_operator_and_the_lease_follows(
+    cluster: Cluster, installed: Installed
+) -> None:
+    """A changed pod template rolls: the new pod starts as a Ready standby, the old one stops and
+    releases the Lease, the new one takes it."""
+    ns = installed.namespace
+    selector = "app.kubernetes.io/name=flagops"
+    old = wait_until("the operator pod Ready", lambda: running_pod(cluster, ns, selector))
+    old_process = process_of(old)
+    upgrade = [*installed.helm, "upgrade", "flagops", str(REPO / "charts/flagops"), "--reuse-values"]
+    subprocess.run([*upgrade, "--set", "podAnnotations.rolled=yes", "--wait", "--timeout=120s"], check=True)
+
+    def new_leader() -> dict[str, Any] | None:
+        pod = running_pod(cluster, ns, selector)
+        if pod is None or pod["metadata"]["name"] == old["metadata"]["name"]:
+            return None
+        lease = kubectl_json(cluster.kubeconfig, "-n", ns, "get", "lease", "flagops")
+        return (
+            pod if lease["spec"].get("holderIdentity", "").startswith(pod["metadata"]["name"] + "_") else None
+        )
+
+    new = wait_until("the new pod holding the Lease", new_leader)
+    assert new["metadata"]["annotations"]["rolled"] == "yes"
+    assert not old_process.alive()
+    logs = kubectl(cluster.kubeconfig, "-n", ns, "logs", new["metadata"]["name"]).stdout
+    assert "became the leader" in logs

@@ -45,7 +45,8 @@ butler_port=$(free_port)
 # Values for this cluster: the local image, the host network and loopback (there is no pod
 # network), the API server's address; each one a chart value (README "A real node").
 "$py" -m flagops_dev.realnode values "$KUBECONFIG" --metrics-port "$metrics_port" >"$run/values.json"
-show helm upgrade --install flagops charts/flagops --namespace flagops-system --create-namespace \
+helm uninstall flagops --namespace flagops-system --wait >/dev/null 2>&1 || true  # a rerun's leftover
+show helm install flagops charts/flagops --namespace flagops-system --create-namespace \
   --values "$run/values.json" --wait --timeout 180s
 show kubectl -n flagops-system get pods -o wide
 
@@ -60,9 +61,10 @@ echo "Prometheus at $prometheus, operator metrics at http://127.0.0.1:$metrics_p
 
 step "The Epic 21 flags, with a trigger and a Prometheus check on USE_NEW_DIALOG_CONTEXT_REPO"
 ratio="sum(rate(butler_dialog_requests_total{outcome=\"error\",ns=\"$ns\"}[5s])) / sum(rate(butler_dialog_requests_total{ns=\"$ns\"}[5s]))"
-# The kwok-simulated workers and api, and butler replaced by the real one on its port.
-kubectl -n $ns apply -f examples/epic21/workloads.yaml >/dev/null
-sed "s/9101/$butler_port/g" examples/butler-sim/deployment.yaml | show kubectl -n $ns apply -f -
+# workers and api on kwok; butler a real container, on a free port of the host's loopback.
+show kubectl -n $ns apply -f examples/epic21/workloads.yaml -l 'app.kubernetes.io/name!=butler'
+sed "s/9101/$butler_port/g" examples/butler-sim/deployment.yaml >"$run/butler.yaml"
+show kubectl -n $ns apply -f .cluster/demo/butler.yaml
 show kubectl -n $ns apply -f examples/epic21/flagset.yaml
 "$py" - "$prometheus" "$ratio" <<'PY' >"$run/trigger-patch.json"
 import json, sys
@@ -86,7 +88,7 @@ butler_process() {  # the Butler pod's process: its own words, and as the host s
   pod=$(kubectl -n $ns get pods -l app.kubernetes.io/name=butler --field-selector=status.phase=Running \
     -o jsonpath='{.items[0].metadata.name}')
   container=$(kubectl -n $ns get pod "$pod" -o jsonpath='{.status.containerStatuses[0].containerID}')
-  show kubectl -n $ns logs "$pod" | grep started
+  show kubectl -n $ns logs "$pod"
   echo "pod $pod: $("$py" -m flagops_dev.realnode process "$container" --env USE_NEW_DIALOG_CONTEXT_REPO)"
 }
 butler_process
@@ -129,7 +131,7 @@ show kubectl flagops -n $ns report "$rollback"
 step "The plan's drill schedule: a weekly drill per stage, in staging, set up by the tech lead"
 # The authority matrix: the cluster admin is none of the plan's initiators, the tech lead is.
 kubectl -n $ns apply -f examples/epic21/rbac.yaml >/dev/null
-show kubectl -n $ns apply -f examples/epic21/drills.yaml 2>&1 | head -1 || true
+show kubectl -n $ns apply -f examples/epic21/drills.yaml 2>&1 | head -2 || true
 show kubectl -n $ns --as=dana --as-group=ep21-tech-lead apply -f examples/epic21/drills.yaml
 for d in stage-21-01a stage-21-01b stage-21-01c stage-21-01d; do
   wait_for 30 "drill $d scheduled" sh -c "kubectl -n $ns get rollbackdrill $d -o jsonpath='{.status.nextRunAt}' | grep -q ."

@@ -115,15 +115,18 @@ def test_chart_lints_and_renders(values: list[str]) -> None:
         assert "- --allowed-targets=*.monitoring.svc:9090\n" in rendered
     else:
         assert "--allowed-targets" not in rendered
-    pod = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")["spec"]["template"]
+    deployment = next(d for d in yaml.safe_load_all(rendered) if d and d["kind"] == "Deployment")
+    pod = deployment["spec"]["template"]
     container = pod["spec"]["containers"][0]
     probes = [container["livenessProbe"]["httpGet"], container["readinessProbe"]["httpGet"]]
     if "hostNetwork" in " ".join(values):
         assert pod["spec"]["hostNetwork"] is True and pod["spec"]["dnsPolicy"] == "ClusterFirstWithHostNet"
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
         assert "--metrics-address=127.0.0.1" in container["args"]
         assert [p.get("host") for p in probes] == ["127.0.0.1", "127.0.0.1"]
         assert {"name": "KUBERNETES_SERVICE_HOST", "value": "127.0.0.1"} in container["env"]
     else:
+        assert "strategy" not in deployment["spec"]
         assert "hostNetwork" not in pod["spec"] and not any(
             "--metrics-address" in a for a in container["args"]
         )

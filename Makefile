@@ -57,8 +57,9 @@ crds: venv ## regenerate crds/ from the pydantic models
 	$(BIN)/flagops crds
 
 .PHONY: manifests
-manifests: venv controlplane ## render manifests/ from the Helm chart
+manifests: venv controlplane ## render manifests/ from the Helm chart, argocd/argocd-cm.yaml from the Lua files
 	$(BIN)/python hack/render-manifests.py
+	$(BIN)/python hack/render-argocd-cm.py
 
 .PHONY: test
 test: venv controlplane prometheus node image lint ## everything CI runs: lint, unit and e2e tests on a real control plane

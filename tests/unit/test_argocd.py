@@ -4,6 +4,8 @@ as Argo CD runs them (its health_test.yaml and actions/action_test.yaml layout).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,40 @@ def test_the_emergency_rollback_action_creates_a_request_the_api_server_admits()
     (created,) = run_script(actions_dir("FeatureFlagSet") / "emergency-rollback" / "action.lua", obj)
     assert lint.check_object(created["resource"], "action") is None
     assert re.fullmatch(r"epic21-emergency-[0-9]{8}-[0-9]{6}", created["resource"]["metadata"]["name"])
+
+
+def test_argocd_cm_patch_carries_every_script_verbatim() -> None:
+    """argocd/argocd-cm.yaml (what users patch into argocd-cm) is rendered from these files."""
+    root = CUSTOMIZATIONS.parents[2]
+    check = subprocess.run(
+        [sys.executable, str(root / "hack/render-argocd-cm.py"), "--check"],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
+    assert check.returncode == 0, check.stderr
+    data = yaml.safe_load((root / "argocd" / "argocd-cm.yaml").read_text())["data"]
+    for kind in sorted(p for p in CUSTOMIZATIONS.iterdir() if p.is_dir()):
+        assert (
+            data[f"resource.customizations.health.flagops.io_{kind.name}"]
+            == (kind / "health.lua").read_text()
+        )
+        actions_dir = kind / "actions"
+        if not actions_dir.is_dir():
+            continue
+        actions = yaml.safe_load(data[f"resource.customizations.actions.flagops.io_{kind.name}"])
+        assert actions["discovery.lua"] == (actions_dir / "discovery.lua").read_text()
+        on_disk = {
+            p.name: (p / "action.lua").read_text()
+            for p in actions_dir.iterdir()
+            if (p / "action.lua").exists()
+        }
+        assert {d["name"]: d["action.lua"] for d in actions["definitions"]} == on_disk
+    for workload in ("Deployment", "StatefulSet", "DaemonSet"):
+        ignore = yaml.safe_load(data[f"resource.customizations.ignoreDifferences.apps_{workload}"])
+        assert ignore == {
+            "jqPathExpressions": [
+                '.spec.template.metadata.annotations."flagops.io/flags-hash"',
+                '.spec.template.metadata.annotations."flagops.io/flagset"',
+            ]
+        }

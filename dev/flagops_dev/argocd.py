@@ -1,0 +1,360 @@
+"""A real Argo CD beside the local control plane, for the GitOps tests and `make demo-gitops`.
+
+Argo CD v3.2.11's application-controller and repo-server (hack/argocd/build.sh builds them
+from the Go module proxy), Debian's redis, and a git smart-HTTP server on loopback serving
+bare repositories the tests push to. flagops' health checks, actions and ignoreDifferences
+go into `argocd-cm` exactly as the README tells users: `kubectl patch --patch-file
+argocd/argocd-cm.yaml`.
+
+Everything listens on 127.0.0.1 where the component allows it (the application-controller's
+metrics server has no address flag).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import secrets
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+from flagops_dev import devcluster
+
+BUILD_SCRIPT = devcluster.REPO_ROOT / "hack" / "argocd" / "build.sh"
+ARGOCD_CM_PATCH = devcluster.REPO_ROOT / "argocd" / "argocd-cm.yaml"
+NAMESPACE = "argocd"
+IN_CLUSTER = "https://kubernetes.default.svc"
+
+
+def build_paths(*, quiet: bool = False) -> dict[str, str]:
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--print-paths"],
+        check=False,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if quiet else None,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise devcluster.ControlPlaneError(f"{BUILD_SCRIPT} failed with exit code {out.returncode}")
+    return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+
+class GitServer:
+    """`git http-backend` (smart HTTP, what Argo CD's go-git speaks) behind a loopback server,
+    serving every bare repository under `root`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._server: http.server.ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "not started"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> str:
+        self.root.mkdir(parents=True, exist_ok=True)
+        root = str(self.root)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def handle_cgi(self) -> None:
+                path, _, query = self.path.partition("?")
+                length = int(self.headers.get("Content-Length") or 0)
+                env = {
+                    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+                    "GIT_PROJECT_ROOT": root,
+                    "GIT_HTTP_EXPORT_ALL": "1",
+                    "GIT_CONFIG_NOSYSTEM": "1",
+                    "HOME": root,
+                    "PATH_INFO": path,
+                    "QUERY_STRING": query,
+                    "REQUEST_METHOD": self.command,
+                    "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+                    "CONTENT_LENGTH": str(length),
+                    "REMOTE_ADDR": "127.0.0.1",
+                }
+                if self.headers.get("Content-Encoding"):
+                    env["HTTP_CONTENT_ENCODING"] = self.headers["Content-Encoding"]
+                if self.headers.get("Git-Protocol"):
+                    env["GIT_PROTOCOL"] = self.headers["Git-Protocol"]
+                body = self.rfile.read(length) if length else b""
+                out = subprocess.run(
+                    ["git", "http-backend"], input=body, env=env, capture_output=True, check=False
+                )
+                head, _, payload = out.stdout.replace(b"\r\n", b"\n").partition(b"\n\n")
+                status, headers = 200, []
+                for line in head.decode("latin-1").splitlines():
+                    name, _, value = line.partition(":")
+                    if name.lower() == "status":
+                        status = int(value.split()[0])
+                    elif name:
+                        headers.append((name, value.strip()))
+                self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            do_GET = handle_cgi
+            do_POST = handle_cgi
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True, name="git-http").start()
+        return self.url
+
+    def repository(self, name: str) -> str:
+        """A new bare repository with a `main` branch; its URL."""
+        path = self.root / f"{name}.git"
+        subprocess.run(["git", "init", "--quiet", "--bare", "--initial-branch=main", str(path)], check=True)
+        return f"{self.url}/{name}.git"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+class Workspace:
+    """A working clone that commits and pushes, as a person (or CI) changing Git would."""
+
+    def __init__(self, path: Path, bare: Path) -> None:
+        self.path = path
+        env = {"GIT_AUTHOR_NAME": "flagops tests", "GIT_AUTHOR_EMAIL": "tests@flagops.invalid"}
+        self._env = {
+            **os.environ,
+            **env,
+            "GIT_COMMITTER_NAME": env["GIT_AUTHOR_NAME"],
+            "GIT_COMMITTER_EMAIL": env["GIT_AUTHOR_EMAIL"],
+        }
+        subprocess.run(["git", "clone", "--quiet", str(bare), str(path)], check=True, env=self._env)
+        self._git("checkout", "--quiet", "-B", "main")
+
+    def _git(self, *args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", str(self.path), *args], check=True, capture_output=True, text=True, env=self._env
+        ).stdout.strip()
+
+    def write(self, relative: str, text: str) -> None:
+        target = self.path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def remove(self, relative: str) -> None:
+        (self.path / relative).unlink()
+
+    def push(self, message: str) -> str:
+        """Commit everything and push to main; the new commit's sha."""
+        self._git("add", "--all")
+        self._git("commit", "--quiet", "--allow-empty", "-m", message)
+        self._git("push", "--quiet", "origin", "main")
+        return self._git("rev-parse", "HEAD")
+
+
+class ArgoCD:
+    """Argo CD's application-controller and repo-server, with redis, against a cluster."""
+
+    def __init__(self, workdir: Path, kubeconfig: Path) -> None:
+        self.workdir = workdir.resolve()
+        self.kubeconfig = kubeconfig
+        self.logs = self.workdir / "logs"
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, *, bound_to_caller: bool = True, deadline: float = 90.0) -> None:
+        paths = build_paths()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self._install(Path(paths["argocd-crds"]))
+        redis, repo_server, repo_metrics, metrics = (devcluster.free_port() for _ in range(4))
+        env = {
+            **os.environ,
+            "KUBECONFIG": str(self.kubeconfig),
+            # The destination https://kubernetes.default.svc is this cluster, through KUBECONFIG.
+            "ARGOCD_FAKE_IN_CLUSTER": "true",
+            "ARGOCD_GPG_ENABLED": "false",
+            "HOME": str(self.workdir),
+            "TMPDIR": str(self.workdir / "tmp"),
+        }
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        binaries = Path(paths["argocd"]).parent
+        self._spawn(
+            "redis",
+            [
+                paths["redis-server"],
+                "--port",
+                str(redis),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            {**env, "LD_LIBRARY_PATH": paths["redis-lib"]},
+            bound_to_caller,
+        )
+        self._wait("redis", lambda: devcluster._port_open(redis), deadline)
+        self._spawn(
+            "repo-server",
+            [
+                str(binaries / "argocd-repo-server"),
+                "--address=127.0.0.1",
+                f"--port={repo_server}",
+                "--metrics-address=127.0.0.1",
+                f"--metrics-port={repo_metrics}",
+                "--disable-tls",
+                f"--redis=127.0.0.1:{redis}",
+                # The default caches a branch's commit for 3 min: a push would be seen late.
+                "--revision-cache-expiration=5s",
+                "--loglevel=info",
+            ],
+            env,
+            bound_to_caller,
+        )
+        self._wait("repo-server", lambda: devcluster._port_open(repo_server), deadline)
+        self._spawn(
+            "application-controller",
+            [
+                str(binaries / "argocd-application-controller"),
+                f"--namespace={NAMESPACE}",
+                f"--repo-server=127.0.0.1:{repo_server}",
+                "--repo-server-plaintext",
+                f"--redis=127.0.0.1:{redis}",
+                f"--metrics-port={metrics}",
+                "--app-resync=15",
+                "--app-resync-jitter=0",
+                # v3 keeps resource health in redis unless told to keep it in the status.
+                "--persist-resource-health",
+                "--loglevel=info",
+            ],
+            env,
+            bound_to_caller,
+        )
+        self._wait("application-controller", lambda: devcluster._port_open(metrics), deadline)
+
+    def stop(self) -> None:
+        for name in ("application-controller", "repo-server", "redis"):
+            proc = self._procs.pop(name, None)
+            if proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def _spawn(self, name: str, argv: list[str], env: dict[str, str], bound_to_caller: bool) -> None:
+        self._procs[name] = devcluster.spawn(
+            argv, self.logs / f"{name}.log", cwd=self.workdir, bound_to_caller=bound_to_caller, env=env
+        )
+
+    def _wait(self, name: str, probe: Any, deadline: float) -> None:
+        proc, log = self._procs[name], self.logs / f"{name}.log"
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise devcluster.ControlPlaneError(
+                    f"{name} exited with {proc.returncode}{devcluster._log_tail(log)}"
+                )
+            return bool(probe())
+
+        devcluster._wait_for(name, ready, deadline=deadline, log=log)
+
+    def _kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return subprocess.run(
+            ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+            input=stdin,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+
+    def _install(self, crds: Path) -> None:
+        """Argo CD's CRDs and settings, and flagops' customizations as the README installs them."""
+        for crd in ("application-crd.yaml", "appproject-crd.yaml"):
+            self._kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crds / crd))
+        self._kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/applications.argoproj.io")
+        labels = {"app.kubernetes.io/part-of": "argocd"}
+        objects: list[dict[str, Any]] = [
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cm", "namespace": NAMESPACE, "labels": labels},
+                # Compare and refresh often: a test waits on what Argo CD sees.
+                "data": {"timeout.reconciliation": "5s"},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-rbac-cm", "namespace": NAMESPACE, "labels": labels},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {"name": "argocd-cmd-params-cm", "namespace": NAMESPACE, "labels": labels},
+            },
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "argocd-secret", "namespace": NAMESPACE, "labels": labels},
+                "stringData": {"server.secretkey": secrets.token_urlsafe(32)},
+            },
+            {
+                "apiVersion": "argoproj.io/v1alpha1",
+                "kind": "AppProject",
+                "metadata": {"name": "default", "namespace": NAMESPACE},
+                "spec": {
+                    "sourceRepos": ["*"],
+                    "destinations": [{"server": "*", "namespace": "*"}],
+                    "clusterResourceWhitelist": [{"group": "*", "kind": "*"}],
+                },
+            },
+        ]
+        self._kubectl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(o) for o in objects))
+        self._kubectl(
+            "-n",
+            NAMESPACE,
+            "patch",
+            "configmap",
+            "argocd-cm",
+            "--type",
+            "merge",
+            "--patch-file",
+            str(ARGOCD_CM_PATCH),
+        )
+
+    def application(
+        self, name: str, repo_url: str, path: str, namespace: str, *, sync_options: tuple[str, ...] = ()
+    ) -> None:
+        """An Application that syncs `path` of the repository into `namespace`, automatically."""
+        app = {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": repo_url, "targetRevision": "main", "path": path},
+                "destination": {"server": IN_CLUSTER, "namespace": namespace},
+                "syncPolicy": {
+                    "automated": {"prune": True, "selfHeal": True},
+                    "syncOptions": ["RespectIgnoreDifferences=true", *sync_options],
+                },
+            },
+        }
+        self._kubectl("apply", "-f", "-", stdin=json.dumps(app))
+
+    def get(self, name: str) -> dict[str, Any]:
+        return json.loads(self._kubectl("-n", NAMESPACE, "get", "application", name, "-o", "json"))  # type: ignore[no-any-return]
+
+    def delete(self, name: str) -> None:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self._kubectl("-n", NAMESPACE, "delete", "application", name, "--wait=false")

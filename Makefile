@@ -36,6 +36,10 @@ node: ## build containerd and the sandbox binary, install runc, CNI plugins, bui
 image: ## build the operator, Butler and sandbox images with buildah (cached by their inputs)
 	bash hack/image/build.sh
 
+.PHONY: argocd
+argocd: ## build Argo CD (application-controller, repo-server) and fetch redis, for the GitOps tests (cached)
+	bash hack/argocd/build.sh
+
 .PHONY: cluster
 cluster: venv ## start the local control plane and its real node (reuses a running one); prints the KUBECONFIG export
 	@$(BIN)/python -m flagops_dev.devcluster up
@@ -62,7 +66,7 @@ manifests: venv controlplane ## render manifests/ from the Helm chart, argocd/ar
 	$(BIN)/python hack/render-argocd-cm.py
 
 .PHONY: test
-test: venv controlplane prometheus node image lint ## everything CI runs: lint, unit and e2e tests on a real control plane
+test: venv controlplane prometheus node image argocd lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest
 
 .PHONY: bench

@@ -63,7 +63,14 @@ def render() -> str:
                 "definitions": definitions,
             }
             data[f"resource.customizations.actions.flagops.io_{kind}"] = _Literal(_dump(body))
-    ignore = {"jqPathExpressions": [f'.spec.template.metadata.annotations."{a}"' for a in OWNED_ANNOTATIONS]}
+    paths = [f'.spec.template.metadata.annotations."{a}"' for a in OWNED_ANNOTATIONS]
+    # Ignoring the only annotations a template has leaves `annotations: {}`, which Argo CD
+    # still counts as drift from a manifest without any (argo-cd#7513): ignore that map too.
+    paths.append(
+        ".spec.template.metadata.annotations | select(. != null and "
+        '([keys[] | select(startswith("flagops.io/") | not)] | length) == 0)'
+    )
+    ignore = {"jqPathExpressions": paths}
     for kind in WORKLOAD_KINDS:
         data[f"resource.customizations.ignoreDifferences.apps_{kind}"] = _Literal(_dump(ignore))
     return HEADER + _dump({"data": data})

@@ -180,5 +180,7 @@ def test_argocd_cm_patch_carries_every_script_verbatim() -> None:
             "jqPathExpressions": [
                 '.spec.template.metadata.annotations."flagops.io/flags-hash"',
                 '.spec.template.metadata.annotations."flagops.io/flagset"',
+                ".spec.template.metadata.annotations | select(. != null and "
+                '([keys[] | select(startswith("flagops.io/") | not)] | length) == 0)',
             ]
         }

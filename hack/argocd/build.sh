@@ -14,7 +14,8 @@ ARGOCD_VERSION=3.2.11   # 3.2.12 does not compile from the proxy; 3.3+ keep gito
 REDIS_PACKAGES=(redis-tools libjemalloc2 liblzf1)
 cache=${FLAGOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flagops}
 mode=${1:-build}
-log() { if [ "$mode" = "--print-paths" ]; then echo "$*" >&2; else echo "$*"; fi; }
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "argocd/build.sh: Go is not on PATH; install Go 1.26 or newer (https://go.dev/doc/install)" >&2
@@ -64,18 +65,10 @@ redis_dir="$cache/redis-$(printf '%s\n' "${REDIS_PACKAGES[@]}" | sha256sum | cut
 if [ -x "$redis_dir/redis-server" ]; then
   log "redis: cached in $redis_dir"
 else
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "argocd/build.sh: no apt-get to fetch Debian's redis-tools; install redis-server 7" >&2
-    exit 1
-  fi
   log "redis: fetching Debian's ${REDIS_PACKAGES[*]} ..."
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
-  if ! (cd "$work" && apt-get download "${REDIS_PACKAGES[@]}" >&2 2>/dev/null); then
-    # The package lists of a fresh machine may be empty.
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq >&2; else sudo apt-get update -qq >&2; fi
-    (cd "$work" && apt-get download "${REDIS_PACKAGES[@]}" >&2)
-  fi
+  apt_download "$work" "${REDIS_PACKAGES[@]}"
   for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/unpacked"; done
   mkdir -p "$redis_dir/lib"
   cp -a "$work"/unpacked/usr/lib/x86_64-linux-gnu/lib{jemalloc,lzf}.so* "$redis_dir/lib/" 2>/dev/null ||

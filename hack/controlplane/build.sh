@@ -17,8 +17,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 cache=${FLAGOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flagops}
 mode=${1:-build}
-
-log() { if [ "$mode" = "--print-paths" ]; then echo "$*" >&2; else echo "$*"; fi; }
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 if ! command -v go >/dev/null 2>&1; then
   echo "build.sh: Go is not on PATH; install Go 1.26 or newer (https://go.dev/doc/install)" >&2
@@ -97,29 +97,7 @@ targets=(
 )
 
 total_start=$(date +%s)
-built=0
-step=0
-for target in "${targets[@]}"; do
-  IFS='|' read -r name module package dir ldflags <<<"$target"
-  step=$((step + 1))
-  if [ -x "$dir/$name" ]; then
-    log "[$step/${#targets[@]}] $name: cached in $dir"
-    continue
-  fi
-  log "[$step/${#targets[@]}] $name: building $package (a cold build takes minutes) ..."
-  start=$(date +%s)
-  mkdir -p "$dir"
-  # Build one binary at a time: the linker of a Kubernetes binary alone wants GiBs.
-  (cd "$here/$module" && go build -trimpath -ldflags "$ldflags" -o "$dir/.$name.tmp" "$package") >&2
-  mv "$dir/.$name.tmp" "$dir/$name"
-  built=$((built + 1))
-  log "[$step/${#targets[@]}] $name: built in $(($(date +%s) - start))s"
-done
-log "control plane binaries ready: $built built, $((${#targets[@]} - built)) cached, $(($(date +%s) - total_start))s in all"
+build_targets "$here" "" "${targets[@]}"
+log "control plane binaries ready: $BUILT built, $((${#targets[@]} - BUILT)) cached, $(($(date +%s) - total_start))s in all"
 
-if [ "$mode" = "--print-paths" ]; then
-  for target in "${targets[@]}"; do
-    IFS='|' read -r name _ _ dir _ <<<"$target"
-    echo "$name=$dir/$name"
-  done
-fi
+if [ "$mode" = "--print-paths" ]; then print_target_paths "${targets[@]}"; fi

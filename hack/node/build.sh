@@ -16,7 +16,8 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/versions.env"
 cache=${FLAGOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flagops}
 mode=${1:-build}
-log() { if [ "$mode" = "--print-paths" ]; then echo "$*" >&2; else echo "$*"; fi; }
+# shellcheck source=../lib.sh
+source "$here/../lib.sh"
 
 if [ "$(uname -s)" != Linux ]; then
   echo "node/build.sh: a real node needs Linux (containerd, runc, cgroups)" >&2
@@ -68,28 +69,11 @@ targets=(
   "ctr|containerd|github.com/containerd/containerd/v2/cmd/ctr|$containerd_dir|$ldflags"
   "pause|pause|.|$pause_dir|-s -w"
 )
-step=0
-for target in "${targets[@]}"; do
-  IFS='|' read -r name module package dir flags <<<"$target"
-  step=$((step + 1))
-  if [ -x "$dir/$name" ]; then
-    log "[$step/${#targets[@]}] $name: cached in $dir"
-    continue
-  fi
-  log "[$step/${#targets[@]}] $name: building $package ..."
-  start=$(date +%s)
-  mkdir -p "$dir"
-  (cd "$here/$module" && go build -trimpath -tags "$tags" -ldflags "$flags" -o "$dir/.$name.tmp" "$package") >&2
-  mv "$dir/.$name.tmp" "$dir/$name"
-  log "[$step/${#targets[@]}] $name: built in $(($(date +%s) - start))s"
-done
+build_targets "$here" "$tags" "${targets[@]}"
 log "node components ready in $(($(date +%s) - total_start))s"
 
 if [ "$mode" = "--print-paths" ]; then
-  for target in "${targets[@]}"; do
-    IFS='|' read -r name _ _ dir _ <<<"$target"
-    echo "$name=$dir/$name"
-  done
+  print_target_paths "${targets[@]}"
   echo "runc=$(command -v runc || echo /usr/sbin/runc)"
   echo "cni-bin-dir=/usr/lib/cni"
   echo "pause-version=$PAUSE_VERSION"

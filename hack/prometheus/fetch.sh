@@ -11,24 +11,18 @@ cache=${FLAGOPS_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/flagops}
 dir="$cache/prometheus-${version%%+*}"
 binary="$dir/prometheus"
 mode=${1:-}
-log() { if [ "$mode" = "--print-path" ]; then echo "$*" >&2; else echo "$*"; fi; }
+[ "$mode" = "--print-path" ] && mode=--print-paths   # lib.sh's log: progress to stderr
+# shellcheck source=../lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 if [ -x "$binary" ] && [ -x "$dir/promtool" ]; then
   log "prometheus: cached in $dir"
 else
-  if ! command -v apt-get >/dev/null 2>&1; then
-    echo "fetch.sh: no prometheus on PATH and no apt-get to fetch Debian's; install Prometheus 2.x" >&2
-    exit 1
-  fi
   log "prometheus: fetching Debian's package $version ..."
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   cd "$work"
-  if ! apt-get download "prometheus=$version" >&2 2>/dev/null && ! apt-get download prometheus >&2 2>/dev/null; then
-    # The package lists of a fresh machine may be empty.
-    if [ "$(id -u)" = 0 ]; then apt-get update -qq >&2; else sudo apt-get update -qq >&2; fi
-    apt-get download prometheus >&2
-  fi
+  apt_download "$work" "prometheus=$version" 2>/dev/null || apt_download "$work" prometheus
   dpkg-deb -x prometheus_*.deb unpacked
   mkdir -p "$dir"
   install -m 0755 unpacked/usr/bin/promtool "$dir/promtool"
@@ -36,4 +30,4 @@ else
   mv "$dir/.prometheus.tmp" "$binary"
   log "prometheus: $("$binary" --version 2>&1 | head -1)"
 fi
-if [ "$mode" = "--print-path" ]; then echo "$binary"; fi
+if [ "$mode" = "--print-paths" ]; then echo "$binary"; fi

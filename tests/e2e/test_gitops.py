@@ -23,9 +23,10 @@ from tests.e2e.helpers import (
     served,
     wait_phase,
 )
-from tests.support import Cluster, wait_until
+from tests.support import Cluster, kubectl, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
+HOMEWORK = "USE_NEW_HOMEWORK_REVIEW_SERVICE"
 
 
 @dataclass
@@ -70,15 +71,19 @@ def synced(app: dict[str, Any]) -> bool:
     return bool(app.get("status", {}).get("sync", {}).get("status") == "Synced")
 
 
-def epic21_in_git(work: Workspace, *, dialog: bool, slow_butler: bool = False) -> None:
-    """The Epic 21 workloads and set as files in the repository (USE_NEW_DIALOG_CONTEXT_REPO
-    on or off; butler's pods Ready 20 s late, so a rollout can be seen)."""
+def epic21_in_git(
+    work: Workspace, *, dialog: bool, homework: bool = False, slow_butler: bool = False
+) -> None:
+    """The Epic 21 workloads and set as files in the repository (USE_NEW_DIALOG_CONTEXT_REPO and
+    USE_NEW_HOMEWORK_REVIEW_SERVICE on or off; butler's pods Ready 20 s late, so a rollout can
+    be seen)."""
     workloads = [d for d in yaml.safe_load_all((EXAMPLE / "workloads.yaml").read_text()) if d]
     if slow_butler:
         butler = next(d for d in workloads if d["metadata"]["name"] == "butler")
         butler["spec"]["template"]["metadata"]["annotations"] = {"kwok.flagops.io/ready-after": "20s"}
     flagset = load_example_set()
     flagset["spec"]["flags"][0]["enabled"] = dialog
+    flagset["spec"]["flags"][1]["enabled"] = homework
     work.write("epic21/workloads.yaml", yaml.safe_dump_all(workloads))
     work.write("epic21/flagset.yaml", yaml.safe_dump(flagset))
 
@@ -176,5 +181,75 @@ def test_rollback_by_hand_holds_a_flag_git_says_is_on_without_drift(
         assert replicasets(cluster, namespace)["butler"] == after  # no restart loop
         assert served(cluster, namespace, DIALOG) == "false"
         assert get_set(cluster, namespace)["spec"]["flags"][0]["enabled"] is True  # Git's word, untouched
+    finally:
+        gitops.argocd.delete(namespace)
+
+
+def test_rollback_committed_to_git_and_its_health_in_the_application(
+    cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess
+) -> None:
+    """A two-flag rollback (the plan's multi-flag row: approval needed) committed to git: the
+    Application shows it Suspended while it awaits approval; the approval committed to git
+    lets it run (Progressing) and hold (Healthy); the Application stays Synced throughout."""
+    url, work = gitops.repository(namespace)
+    epic21_in_git(work, dialog=True, homework=True, slow_butler=True)
+    work.push("Epic 21 with 21_01a and 21_01b on")
+    gitops.argocd.application(namespace, url, "epic21", namespace)
+    name = "rollback-21-01a-b"
+    try:
+        wait_until(
+            "the Application Synced and the set Healthy",
+            lambda: (
+                synced(app := gitops.argocd.get(namespace))
+                and health(app, "FeatureFlagSet", "epic21") == "Healthy"
+            ),
+            timeout=120,
+        )
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=90)
+        request: dict[str, Any] = {
+            "apiVersion": "flagops.io/v1alpha1",
+            "kind": "RollbackRequest",
+            "metadata": {"name": name},
+            "spec": {"flagSet": "epic21", "flags": [DIALOG, HOMEWORK], "reason": "21_01a and 21_01b errors"},
+        }
+        work.write("epic21/rollback.yaml", yaml.safe_dump(request))
+        work.push("Roll back 21_01a and 21_01b")
+        wait_until(
+            "Argo CD to create the request",
+            lambda: (
+                kubectl(
+                    cluster.kubeconfig, "-n", namespace, "get", "rollbackrequest", name, check=False
+                ).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+        wait_phase(cluster, namespace, name, "AwaitingApproval")
+        wait_until(
+            "the request Suspended in the Application",
+            lambda: health(gitops.argocd.get(namespace), "RollbackRequest", name) == "Suspended",
+            timeout=60,
+        )
+
+        request["spec"].update(approved=True, approvedBy="olga")
+        work.write("epic21/rollback.yaml", yaml.safe_dump(request))
+        work.push("Approve the rollback of 21_01a and 21_01b")
+        wait_until(
+            "the request Progressing in the Application while butler rolls out",
+            lambda: health(gitops.argocd.get(namespace), "RollbackRequest", name) == "Progressing",
+            timeout=60,
+        )
+        done = wait_phase(cluster, namespace, name, "Succeeded", timeout=120)
+        assert (
+            served(cluster, namespace, DIALOG) == "false" and served(cluster, namespace, HOMEWORK) == "false"
+        )
+
+        def healthy_after_completion() -> dict[str, Any] | None:
+            app = reconciled_after(gitops, namespace, done["status"]["completedAt"])
+            return app if app and health(app, "RollbackRequest", name) == "Healthy" else None
+
+        app = wait_until("the request Healthy in the Application", healthy_after_completion, timeout=60)
+        # What flagops wrote on the request (status, the lock annotation) is no drift.
+        assert synced(app), app["status"]["sync"]
     finally:
         gitops.argocd.delete(namespace)

@@ -76,3 +76,7 @@ bench: venv controlplane ## run the benchmarks (several minutes) and print their
 .PHONY: demo
 demo: venv controlplane prometheus node image ## start the local control plane and show flagops at work
 	bash hack/demo.sh
+
+.PHONY: demo-gitops
+demo-gitops: venv controlplane node image argocd ## flagops driven by a real Argo CD from a git repository
+	bash hack/demo-gitops.sh

@@ -103,7 +103,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _port_open(port: int) -> bool:
+def port_open(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -147,7 +147,7 @@ def spawn(
         )
 
 
-def _wait_for(what: str, probe: Callable[[], bool], *, deadline: float, log: Path | None = None) -> None:
+def wait_for(what: str, probe: Callable[[], bool], *, deadline: float, log: Path | None = None) -> None:
     """Poll `probe` until it is true; past the deadline, fail with the log's last lines."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
@@ -155,10 +155,23 @@ def _wait_for(what: str, probe: Callable[[], bool], *, deadline: float, log: Pat
             if probe():
                 return
         time.sleep(0.2)
-    raise ControlPlaneError(f"{what} not ready within {deadline:.0f}s{_log_tail(log)}")
+    raise ControlPlaneError(f"{what} not ready within {deadline:.0f}s{log_tail(log)}")
 
 
-def _log_tail(log: Path | None, lines: int = 15) -> str:
+def wait_process_ready(
+    name: str, proc: subprocess.Popen[bytes], log: Path, probe: Callable[[], bool], deadline: float
+) -> None:
+    """Wait until `probe` holds; fail at once, with its log, if the process exits."""
+
+    def alive_and_ready() -> bool:
+        if proc.poll() is not None:
+            raise ControlPlaneError(f"{name} exited with code {proc.returncode}{log_tail(log)}")
+        return probe()
+
+    wait_for(name, alive_and_ready, deadline=deadline, log=log)
+
+
+def log_tail(log: Path | None, lines: int = 15) -> str:
     if log is None or not log.exists():
         return ""
     tail = log.read_text(errors="replace").splitlines()[-lines:]
@@ -374,13 +387,13 @@ class ControlPlane:
                 self._wait_ready(name, deadline)
             for node in NODE_NAMES:
                 self._create_node(node)
-            _wait_for(
+            wait_for(
                 "fake nodes",
                 lambda: all(self.node_ready(n) for n in NODE_NAMES),
                 deadline=deadline,
                 log=self.logs / "kwok.log",
             )
-            _wait_for(
+            wait_for(
                 "default ServiceAccount (kube-controller-manager)",
                 lambda: self._get("/api/v1/namespaces/default/serviceaccounts/default") is not None,
                 deadline=deadline,
@@ -579,15 +592,7 @@ class ControlPlane:
         self._save_state()
 
     def wait_ready(self, name: str, probe: Callable[[], bool], deadline: float) -> None:
-        """Wait until `probe` holds; fail at once, with its log, if the process exits."""
-        log, proc = self.logs / f"{name}.log", self._procs[name]
-
-        def alive_and_ready() -> bool:
-            if proc.poll() is not None:
-                raise ControlPlaneError(f"{name} exited with code {proc.returncode}{_log_tail(log)}")
-            return probe()
-
-        _wait_for(name, alive_and_ready, deadline=deadline, log=log)
+        wait_process_ready(name, self._procs[name], self.logs / f"{name}.log", probe, deadline)
 
     def _wait_ready(self, name: str, deadline: float) -> None:
         assert self.state is not None
@@ -611,7 +616,7 @@ class ControlPlane:
                     ) as resp:
                         return bool(resp.status == 200)
                 case _:
-                    return _port_open(ports["kwok"])
+                    return port_open(ports["kwok"])
 
         self.wait_ready(name, probe, deadline)
 
@@ -869,12 +874,12 @@ class Prometheus:
         def ready() -> bool:
             if self._proc is not None and self._proc.poll() is not None:
                 raise ControlPlaneError(
-                    f"prometheus exited with {self._proc.returncode}{_log_tail(self.log)}"
+                    f"prometheus exited with {self._proc.returncode}{log_tail(self.log)}"
                 )
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
                 return bool(resp.status == 200)
 
-        _wait_for("prometheus", ready, deadline=deadline, log=self.log)
+        wait_for("prometheus", ready, deadline=deadline, log=self.log)
         return self.url
 
     def add_target(self, name: str, address: str, labels: dict[str, str] | None = None) -> None:

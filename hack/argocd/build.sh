@@ -55,10 +55,12 @@ else
   for name in argocd-application-controller argocd-repo-server argocd-server; do
     ln -sf argocd "$dir/$name"
   done
-  crds=$(cd "$here/module" && go list -m -f '{{.Dir}}' "$module")/manifests/crds
-  cp "$crds/application-crd.yaml" "$crds/appproject-crd.yaml" "$dir/"
   mv "$dir/.argocd.tmp" "$dir/argocd"
   log "argocd: built in $(($(date +%s) - start))s"
+fi
+if [ ! -f "$dir/applicationset-crd.yaml" ]; then
+  crds=$(cd "$here/module" && go list -m -f '{{.Dir}}' "$module")/manifests/crds
+  cp "$crds/application-crd.yaml" "$crds/appproject-crd.yaml" "$crds/applicationset-crd.yaml" "$dir/"
 fi
 
 redis_dir="$cache/redis-$(printf '%s\n' "${REDIS_PACKAGES[@]}" | sha256sum | cut -c1-12)"

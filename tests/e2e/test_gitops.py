@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +18,7 @@ from tests.e2e.helpers import (
     EXAMPLE,
     condition,
     deployments_settled,
+    get_rollback,
     get_set,
     load_example_set,
     replicasets,
@@ -23,10 +26,11 @@ from tests.e2e.helpers import (
     served,
     wait_phase,
 )
-from tests.support import Cluster, kubectl, wait_until
+from tests.support import Cluster, kubectl, kubectl_json, wait_until
 
 DIALOG = "USE_NEW_DIALOG_CONTEXT_REPO"
 HOMEWORK = "USE_NEW_HOMEWORK_REVIEW_SERVICE"
+CONFIGMAP = "epic21-flags"
 
 
 @dataclass
@@ -71,12 +75,27 @@ def synced(app: dict[str, Any]) -> bool:
     return bool(app.get("status", {}).get("sync", {}).get("status") == "Synced")
 
 
+def wait_synced_and_healthy(gitops: GitOps, name: str, timeout: float = 120) -> dict[str, Any]:
+    """The Application, once it is Synced with the set Healthy."""
+
+    def probe() -> dict[str, Any] | None:
+        app = gitops.argocd.get(name)
+        return app if synced(app) and health(app, "FeatureFlagSet", "epic21") == "Healthy" else None
+
+    return wait_until("the Application Synced with the set Healthy", probe, timeout=timeout)
+
+
 def epic21_in_git(
-    work: Workspace, *, dialog: bool, homework: bool = False, slow_butler: bool = False
+    work: Workspace,
+    *,
+    dialog: bool,
+    homework: bool = False,
+    slow_butler: bool = False,
+    approval: dict[str, Any] | None = None,
 ) -> None:
     """The Epic 21 workloads and set as files in the repository (USE_NEW_DIALOG_CONTEXT_REPO and
     USE_NEW_HOMEWORK_REVIEW_SERVICE on or off; butler's pods Ready 20 s late, so a rollout can
-    be seen)."""
+    be seen; `approval` in place of the example's authority matrix)."""
     workloads = [d for d in yaml.safe_load_all((EXAMPLE / "workloads.yaml").read_text()) if d]
     if slow_butler:
         butler = next(d for d in workloads if d["metadata"]["name"] == "butler")
@@ -84,6 +103,8 @@ def epic21_in_git(
     flagset = load_example_set()
     flagset["spec"]["flags"][0]["enabled"] = dialog
     flagset["spec"]["flags"][1]["enabled"] = homework
+    if approval is not None:
+        flagset["spec"]["approval"] = approval
     work.write("epic21/workloads.yaml", yaml.safe_dump_all(workloads))
     work.write("epic21/flagset.yaml", yaml.safe_dump(flagset))
 
@@ -98,12 +119,7 @@ def test_epic21_synced_from_git_with_health_from_health_lua(
     work.push("Epic 21 flags and workloads")
     gitops.argocd.application(namespace, url, "epic21", namespace)
     try:
-
-        def synced_and_healthy() -> dict[str, Any] | None:
-            app = gitops.argocd.get(namespace)
-            return app if synced(app) and health(app, "FeatureFlagSet", "epic21") == "Healthy" else None
-
-        app = wait_until("the Application Synced with the set Healthy", synced_and_healthy, timeout=120)
+        app = wait_synced_and_healthy(gitops, namespace)
         entry = resource(app, "FeatureFlagSet", "epic21")
         # health.lua's own message: Argo CD ran our script, not a default check.
         ready = condition(get_set(cluster, namespace), "Ready")
@@ -118,10 +134,28 @@ def test_epic21_synced_from_git_with_health_from_health_lua(
             ),
             timeout=60,
         )
-        wait_until("the set Healthy again", synced_and_healthy, timeout=90)
+        wait_synced_and_healthy(gitops, namespace, timeout=90)
         assert served(cluster, namespace, DIALOG) == "true"
     finally:
         gitops.argocd.delete(namespace)
+
+
+def rollback_of_both(name: str) -> dict[str, Any]:
+    """The plan's multi-flag rollback (21_01a and 21_01b) as a file in Git."""
+    return {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "RollbackRequest",
+        "metadata": {"name": name},
+        "spec": {"flagSet": "epic21", "flags": [DIALOG, HOMEWORK], "reason": "21_01a and 21_01b errors"},
+    }
+
+
+def exists(cluster: Cluster, namespace: str, kind: str, name: str) -> bool:
+    return kubectl(cluster.kubeconfig, "-n", namespace, "get", kind, name, check=False).returncode == 0
+
+
+def wait_synced_from_git(cluster: Cluster, namespace: str, kind: str, name: str) -> None:
+    wait_until(f"Argo CD to create {kind} {name}", lambda: exists(cluster, namespace, kind, name), timeout=60)
 
 
 def at_revision(gitops: GitOps, name: str, revision: str) -> dict[str, Any]:
@@ -146,14 +180,7 @@ def test_rollback_by_hand_holds_a_flag_git_says_is_on_without_drift(
     work.push("Epic 21 with the dialog flag on")
     gitops.argocd.application(namespace, url, "epic21", namespace)
     try:
-        wait_until(
-            "the Application Synced and Healthy",
-            lambda: (
-                synced(app := gitops.argocd.get(namespace))
-                and health(app, "FeatureFlagSet", "epic21") == "Healthy"
-            ),
-            timeout=120,
-        )
+        wait_synced_and_healthy(gitops, namespace)
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
         before = replicasets(cluster, namespace)["butler"]
 
@@ -197,33 +224,12 @@ def test_rollback_committed_to_git_and_its_health_in_the_application(
     gitops.argocd.application(namespace, url, "epic21", namespace)
     name = "rollback-21-01a-b"
     try:
-        wait_until(
-            "the Application Synced and the set Healthy",
-            lambda: (
-                synced(app := gitops.argocd.get(namespace))
-                and health(app, "FeatureFlagSet", "epic21") == "Healthy"
-            ),
-            timeout=120,
-        )
+        wait_synced_and_healthy(gitops, namespace)
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=90)
-        request: dict[str, Any] = {
-            "apiVersion": "flagops.io/v1alpha1",
-            "kind": "RollbackRequest",
-            "metadata": {"name": name},
-            "spec": {"flagSet": "epic21", "flags": [DIALOG, HOMEWORK], "reason": "21_01a and 21_01b errors"},
-        }
+        request = rollback_of_both(name)
         work.write("epic21/rollback.yaml", yaml.safe_dump(request))
         work.push("Roll back 21_01a and 21_01b")
-        wait_until(
-            "Argo CD to create the request",
-            lambda: (
-                kubectl(
-                    cluster.kubeconfig, "-n", namespace, "get", "rollbackrequest", name, check=False
-                ).returncode
-                == 0
-            ),
-            timeout=60,
-        )
+        wait_synced_from_git(cluster, namespace, "rollbackrequest", name)
         wait_phase(cluster, namespace, name, "AwaitingApproval")
         wait_until(
             "the request Suspended in the Application",
@@ -251,5 +257,183 @@ def test_rollback_committed_to_git_and_its_health_in_the_application(
         app = wait_until("the request Healthy in the Application", healthy_after_completion, timeout=60)
         # What flagops wrote on the request (status, the lock annotation) is no drift.
         assert synced(app), app["status"]["sync"]
+    finally:
+        gitops.argocd.delete(namespace)
+
+
+def configmap_watch(cluster: Cluster, namespace: str, name: str) -> subprocess.Popen[str]:
+    """Every version of a ConfigMap from now on, as the API server sends them."""
+    argv = ["kubectl", f"--kubeconfig={cluster.kubeconfig}", f"--namespace={namespace}", "get", "configmap"]
+    argv += [f"--field-selector=metadata.name={name}", "--watch", "--output-watch-events", "--output=json"]
+    return subprocess.Popen(
+        argv,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def watched_events(watch: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    watch.terminate()
+    text, _ = watch.communicate(timeout=10)
+    decoder, events, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        event, at = decoder.raw_decode(text, at)
+        events.append(event)
+    return events
+
+
+def test_set_pruned_and_re_added_while_a_rollback_holds_keeps_the_safe_value(
+    cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess
+) -> None:
+    """The set removed from Git (Argo CD prunes it, the garbage collector its ConfigMap) and
+    added back while a rollback by hand holds the dialog flag: the re-created ConfigMap serves
+    the safe value from its first version, and butler is not restarted."""
+    url, work = gitops.repository(namespace)
+    epic21_in_git(work, dialog=True)
+    work.push("Epic 21 with the dialog flag on")
+    gitops.argocd.application(namespace, url, "epic21", namespace)
+    try:
+        wait_synced_and_healthy(gitops, namespace)
+        request_rollback(cluster, namespace, "hold-dialog", flags=[DIALOG])
+        wait_phase(cluster, namespace, "hold-dialog", "Succeeded")
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+        before = replicasets(cluster, namespace)["butler"]
+        watch = configmap_watch(cluster, namespace, CONFIGMAP)
+        try:
+            work.remove("epic21/flagset.yaml")
+            removed = work.push("Remove the Epic 21 flags")
+            wait_until(
+                "Argo CD to prune the set and the garbage collector its ConfigMap",
+                lambda: (
+                    synced(at_revision(gitops, namespace, removed))
+                    and not exists(cluster, namespace, "ffs", "epic21")
+                    and not exists(cluster, namespace, "configmap", CONFIGMAP)
+                ),
+                timeout=90,
+            )
+            epic21_in_git(work, dialog=True)
+            back = work.push("The Epic 21 flags again")
+            wait_until(
+                "the set synced back", lambda: synced(at_revision(gitops, namespace, back)), timeout=60
+            )
+            wait_synced_and_healthy(gitops, namespace)
+        finally:
+            events = watched_events(watch)
+        kinds = [e["type"] for e in events]
+        assert "DELETED" in kinds and kinds[-1] != "DELETED", kinds  # collected, then re-created
+        versions = [e["object"]["data"].get(DIALOG) for e in events if e["type"] != "DELETED"]
+        assert set(versions) == {"false"}, versions
+        assert served(cluster, namespace, DIALOG) == "false"
+        assert replicasets(cluster, namespace)["butler"] == before  # same served flags: no restart
+        assert get_rollback(cluster, namespace, "hold-dialog")["status"]["locked"] is True
+    finally:
+        gitops.argocd.delete(namespace)
+
+
+CONTROLLER = "system:serviceaccount:argocd:argocd-application-controller"
+SERVER = "system:serviceaccount:argocd:argocd-server"
+
+
+def offered(gitops: GitOps, app: str, kind: str, name: str, namespace: str) -> set[str]:
+    """The actions Argo CD's API offers (enabled) on one resource of the Application."""
+    out = gitops.argocd.cli(
+        "app", "actions", "list", app, "--group=flagops.io", f"--kind={kind}",
+        f"--resource-name={name}", f"--namespace={namespace}", "--out=json",
+    )  # fmt: skip
+    return {a["Action"] for a in json.loads(out.stdout) or [] if not a["Disabled"]}
+
+
+def run_action(
+    gitops: GitOps, app: str, action: str, kind: str, name: str, namespace: str
+) -> subprocess.CompletedProcess[str]:
+    """`argocd app actions run`, once Argo CD offers the action (it sees the resource's new
+    state a moment after the API server has it)."""
+    wait_until(
+        f"Argo CD to offer {action} on {kind} {name}",
+        lambda: action in offered(gitops, app, kind, name, namespace),
+        timeout=60,
+    )
+    return gitops.argocd.cli(
+        "app", "actions", "run", app, action, "--group=flagops.io", f"--kind={kind}",
+        f"--resource-name={name}", f"--namespace={namespace}",
+        check=False,
+    )  # fmt: skip
+
+
+def test_resource_actions_run_through_argocd_under_the_approval_policy(
+    cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess, policies: None
+) -> None:
+    """approve, release, abort and emergency-rollback through Argo CD's API (the argocd CLI),
+    with the chart's approval policy installed: Argo CD's ServiceAccount approves where the
+    approvers list it, and is refused with the policy's message where they do not."""
+    url, work = gitops.repository(namespace)
+    trusted = {
+        "multiFlag": {"initiators": [CONTROLLER], "approvers": [SERVER]},  # Git initiates, Argo CD approves
+        "emergency": {"initiators": [SERVER]},
+    }
+    epic21_in_git(work, dialog=True, homework=True, approval={"rules": trusted})
+    work.push("Epic 21 with 21_01a and 21_01b on; Argo CD approves multi-flag rollbacks")
+    gitops.argocd.application(namespace, url, "epic21", namespace)
+    app = namespace
+    try:
+        wait_synced_and_healthy(gitops, namespace)
+        work.write("epic21/rollback.yaml", yaml.safe_dump(rollback_of_both("both")))
+        work.push("Roll back 21_01a and 21_01b")
+        wait_synced_from_git(cluster, namespace, "rollbackrequest", "both")
+        wait_phase(cluster, namespace, "both", "AwaitingApproval")
+        wait_until(
+            "approve and abort offered, nothing else",
+            lambda: offered(gitops, app, "RollbackRequest", "both", namespace) == {"approve", "abort"},
+            timeout=60,
+        )
+
+        done = run_action(gitops, app, "approve", "RollbackRequest", "both", namespace)
+        assert done.returncode == 0, done.stderr
+        request = wait_phase(cluster, namespace, "both", "Succeeded", timeout=120)
+        assert request["spec"]["approvedBy"] == SERVER
+        assert served(cluster, namespace, DIALOG) == served(cluster, namespace, HOMEWORK) == "false"
+
+        done = run_action(gitops, app, "release", "RollbackRequest", "both", namespace)
+        assert done.returncode == 0, done.stderr
+        wait_until("Git's values served again", lambda: served(cluster, namespace, DIALOG) == "true")
+        assert served(cluster, namespace, HOMEWORK) == "true"
+
+        # Argo CD's ServiceAccount no longer among the approvers: refused by the policy.
+        epic21_in_git(
+            work,
+            dialog=True,
+            homework=True,
+            approval={"rules": trusted | {"multiFlag": {"initiators": [CONTROLLER], "approvers": ["olga"]}}},
+        )
+        work.write("epic21/rollback-2.yaml", yaml.safe_dump(rollback_of_both("again")))
+        work.push("Only olga approves multi-flag rollbacks; roll back 21_01a and 21_01b again")
+        wait_synced_from_git(cluster, namespace, "rollbackrequest", "again")
+        wait_phase(cluster, namespace, "again", "AwaitingApproval")
+        refused = run_action(gitops, app, "approve", "RollbackRequest", "again", namespace)
+        assert refused.returncode != 0
+        assert f"{SERVER} may not approve MultiFlag rollbacks of FeatureFlagSet epic21 (approvers: olga)" in (
+            refused.stderr
+        ), refused.stderr
+        assert not get_rollback(cluster, namespace, "again")["spec"].get("approved")
+
+        done = run_action(gitops, app, "abort", "RollbackRequest", "again", namespace)
+        assert done.returncode == 0, done.stderr
+        wait_phase(cluster, namespace, "again", "Aborted")
+        assert served(cluster, namespace, DIALOG) == "true"
+
+        done = run_action(gitops, app, "emergency-rollback", "FeatureFlagSet", "epic21", namespace)
+        assert done.returncode == 0, done.stderr
+
+        def emergency() -> dict[str, Any] | None:
+            items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequests")["items"]
+            found = [r for r in items if r["metadata"]["name"].startswith("epic21-emergency-")]
+            return found[0] if found else None
+
+        created = wait_until("the emergency rollback Argo CD created", emergency, timeout=30)
+        assert created["spec"]["all"] is True and created["spec"]["emergency"] is True
+        assert not created["metadata"].get("ownerReferences")  # a prune never deletes the lock
+        wait_phase(cluster, namespace, created["metadata"]["name"], "Succeeded", timeout=120)
+        assert served(cluster, namespace, DIALOG) == served(cluster, namespace, HOMEWORK) == "false"
+        assert synced(gitops.argocd.get(app))  # the request is not Git's, and not drift
     finally:
         gitops.argocd.delete(namespace)

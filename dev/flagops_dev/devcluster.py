@@ -872,14 +872,10 @@ class Prometheus:
         )
 
         def ready() -> bool:
-            if self._proc is not None and self._proc.poll() is not None:
-                raise ControlPlaneError(
-                    f"prometheus exited with {self._proc.returncode}{log_tail(self.log)}"
-                )
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as resp:
                 return bool(resp.status == 200)
 
-        wait_for("prometheus", ready, deadline=deadline, log=self.log)
+        wait_process_ready("prometheus", self._proc, self.log, ready, deadline)
         return self.url
 
     def add_target(self, name: str, address: str, labels: dict[str, str] | None = None) -> None:

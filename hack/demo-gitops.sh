@@ -42,6 +42,7 @@ step "Control plane and Argo CD (built once, then cached; a cold Argo CD build t
 eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^\(kubectl\)=\(.*\)\/[a-z]*$/export PATH=\2:$PATH/p')"
 argocd_bin=$(bash hack/argocd/build.sh --print-paths | sed -n 's/^argocd=//p')
 argocd() { "$argocd_bin" --config "$ARGOCD_CONFIG" "$@"; }
+export PATH=$root/.venv/bin:$PATH   # kubectl finds the kubectl-flagops plugin there
 
 step "Local cluster"
 eval "$("$py" -m flagops_dev.devcluster up)"
@@ -61,7 +62,7 @@ echo "flagops' health checks and actions, installed as the README says:"
 show kubectl -n argocd get configmap argocd-cm -o go-template='{{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}'
 
 step "The operator (flagops run, watching namespace $ns)"
-"$root/.venv/bin/flagops" run --namespace $ns >"$run/operator.log" 2>&1 &
+flagops run --namespace $ns >"$run/operator.log" 2>&1 &
 pids+=($!)
 
 step "Git: the Epic 21 workloads and flags, 21_01a and 21_01b turned on"

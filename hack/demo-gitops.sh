@@ -38,7 +38,7 @@ commit() {  # commit MESSAGE: commit the work tree and push it to the git server
   git -C "$WORKTREE" log --oneline -1
 }
 
-step "Control plane and Argo CD (built once, then cached; a cold Argo CD build takes about 8 minutes)"
+step "Control plane and Argo CD (built once, then cached; a cold Argo CD build takes about 6 minutes)"
 eval "$(bash hack/controlplane/build.sh --print-paths | sed -n 's/^\(kubectl\)=\(.*\)\/[a-z]*$/export PATH=\2:$PATH/p')"
 argocd_bin=$(bash hack/argocd/build.sh --print-paths | sed -n 's/^argocd=//p')
 argocd() { "$argocd_bin" --config "$ARGOCD_CONFIG" "$@"; }

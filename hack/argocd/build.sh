@@ -47,7 +47,7 @@ dir="$cache/argocd-v$ARGOCD_VERSION-$(cat "$here/module/go.mod" "$here/module/go
 if [ -x "$dir/argocd" ]; then
   log "argocd: cached in $dir"
 else
-  log "argocd: building $module/cmd v$ARGOCD_VERSION (a cold build takes about 7 minutes) ..."
+  log "argocd: building $module/cmd v$ARGOCD_VERSION (a cold build takes about 6 minutes) ..."
   start=$(date +%s)
   mkdir -p "$dir"
   ldflags="-s -w -X $module/common.version=$ARGOCD_VERSION -X $module/common.gitTreeState=clean"

@@ -360,6 +360,11 @@ def run_action(
     )  # fmt: skip
 
 
+def emergency_request(cluster: Cluster, namespace: str) -> dict[str, Any] | None:
+    items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequests")["items"]
+    return next((r for r in items if r["metadata"]["name"].startswith("epic21-emergency-")), None)
+
+
 def test_resource_actions_run_through_argocd_under_the_approval_policy(
     cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess, policies: None
 ) -> None:
@@ -423,17 +428,23 @@ def test_resource_actions_run_through_argocd_under_the_approval_policy(
 
         done = run_action(gitops, app, "emergency-rollback", "FeatureFlagSet", "epic21", namespace)
         assert done.returncode == 0, done.stderr
-
-        def emergency() -> dict[str, Any] | None:
-            items = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "rollbackrequests")["items"]
-            found = [r for r in items if r["metadata"]["name"].startswith("epic21-emergency-")]
-            return found[0] if found else None
-
-        created = wait_until("the emergency rollback Argo CD created", emergency, timeout=30)
+        created = wait_until(
+            "the emergency rollback Argo CD created",
+            lambda: emergency_request(cluster, namespace),
+            timeout=30,
+        )
         assert created["spec"]["all"] is True and created["spec"]["emergency"] is True
         assert not created["metadata"].get("ownerReferences")  # a prune never deletes the lock
-        wait_phase(cluster, namespace, created["metadata"]["name"], "Succeeded", timeout=120)
+        done_at = wait_phase(cluster, namespace, created["metadata"]["name"], "Succeeded", timeout=120)
         assert served(cluster, namespace, DIALOG) == served(cluster, namespace, HOMEWORK) == "false"
-        assert synced(gitops.argocd.get(app))  # the request is not Git's, and not drift
+        # Compared after all of it: what the actions wrote on Git's requests is no drift, and
+        # the request Argo CD created is not Git's.
+        compared = wait_until(
+            "Argo CD to compare after the emergency rollback",
+            lambda: reconciled_after(gitops, app, done_at["status"]["completedAt"]),
+            timeout=60,
+        )
+        assert synced(compared), compared["status"]["sync"]
+        assert resource(compared, "RollbackRequest", created["metadata"]["name"]) is None
     finally:
         gitops.argocd.delete(namespace)

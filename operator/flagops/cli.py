@@ -70,6 +70,7 @@ async def _operate(args: argparse.Namespace) -> int:
             workers=args.workers,
             namespaces=tuple(args.namespace),
             resync_seconds=args.resync_seconds,
+            max_concurrent_restarts=args.max_concurrent_restarts or None,
         )
         controller = Controller(client, settings)
         registry = kopf.OperatorRegistry()
@@ -172,6 +173,16 @@ def _allowed_targets(value: str) -> str:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 or more")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="flagops", description=__doc__)
     sub = root.add_subparsers(dest="command", required=True)
@@ -217,6 +228,14 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=600.0,
         help="every set gets a pass this often, healing what a missed event left (0: never; default 600)",
+    )
+    p_run.add_argument(
+        "--max-concurrent-restarts",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="rollouts in progress at once across all sets; restarts beyond wait as Pending, so a "
+        "change touching many sets proceeds in waves (rollbacks are never held back; 0: no limit)",
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)

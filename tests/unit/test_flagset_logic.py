@@ -252,6 +252,32 @@ def test_at_most_max_parallel_restart_at_once() -> None:
     assert "maxParallel=2" in result.statuses[2].message
 
 
+def test_the_cluster_budget_counts_rollouts_elsewhere() -> None:
+    s = spec({"name": "A", "workloads": [{"name": n} for n in ("a", "b", "c")]})
+    observed = {("Deployment", n): deployment("old") for n in ("a", "b", "c")}
+    result = plan(s, {"A": True}, observed, max_parallel=3, budget=logic.RestartBudget(limit=3, elsewhere=2))
+    assert [t.name for t in result.restart] == ["a"]
+    assert [w.state for w in result.statuses][1:] == [WorkloadState.PENDING, WorkloadState.PENDING]
+    assert "--max-concurrent-restarts=3; 2 rollouts in progress in other FeatureFlagSets" in (
+        result.statuses[1].message
+    )
+    full = plan(s, {"A": True}, observed, max_parallel=3, budget=logic.RestartBudget(limit=2, elsewhere=2))
+    assert full.restart == []
+
+
+def test_a_held_flag_restarts_past_the_budget_but_not_past_max_parallel() -> None:
+    s = spec(
+        {"name": "A", "workloads": [{"name": "a"}, {"name": "b"}, {"name": "c"}]},
+        {"name": "B", "workloads": [{"name": "d"}]},
+    )
+    observed = {("Deployment", n): deployment("old") for n in "abcd"}
+    budget = logic.RestartBudget(limit=1, elsewhere=1)
+    result = plan(s, {"A": False, "B": True}, observed, max_parallel=2, budget=budget, held=["A"])
+    assert [t.name for t in result.restart] == ["a", "b"]  # a rollback never queues behind the budget
+    assert "maxParallel=2" in result.statuses[2].message
+    assert result.statuses[3].state == WorkloadState.PENDING
+
+
 def test_rollouts_in_flight_hold_their_slots() -> None:
     s = spec({"name": "A", "workloads": [{"name": "a"}, {"name": "b"}]})
     target_a = logic.workload_targets(s, {"A": True})[0]

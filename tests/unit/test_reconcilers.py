@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flagops.controller.events import EventRecorder
-from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.flagsets import FlagSetReconciler, Rollouts
 from flagops.controller.index import RollbackIndex
 from flagops.controller.rollbacks import RollbackReconciler
 from flagops.notify import Notifier
@@ -101,8 +101,12 @@ def served(api: FakeKube) -> str:
     return str(api.obj("configmaps", NS, "epic21-flags")["data"][DIALOG])  # type: ignore[index]
 
 
+def restarts(api: FakeKube, deployment: str) -> int:
+    return sum(1 for p in api.patches_of("deployments", deployment) if "template" in p.get("spec", {}))
+
+
 def butler_restarts(api: FakeKube) -> int:
-    return sum(1 for p in api.patches_of("deployments", "butler") if "template" in p.get("spec", {}))
+    return restarts(api, "butler")
 
 
 @pytest.fixture
@@ -282,3 +286,44 @@ async def test_a_failed_rollback_escalates_at_once() -> None:
     await operator.rollbacks.reconcile(NS, "rb")
     (sent,) = escalations(notifier)
     assert sent["why"] == "Failed" and "failed after" in sent["text"]
+
+
+def small_set(name: str, *, enabled: bool) -> dict[str, Any]:
+    """A set of one flag read by the Deployment of the same name."""
+    return {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "FeatureFlagSet",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"flags": [{"name": "F", "enabled": enabled, "workloads": [{"name": name}]}]},
+    }
+
+
+async def test_the_restart_budget_holds_a_second_set_until_the_first_rollout_ends() -> None:
+    api = FakeKube()
+    woken: list[tuple[str, str]] = []
+    events = EventRecorder(api, instance="test")  # type: ignore[arg-type]
+    rollouts = Rollouts(1, wake=lambda namespace, name: woken.append((namespace, name)))
+    sets = FlagSetReconciler(api, events, rollbacks=RollbackIndex(), rollouts=rollouts)  # type: ignore[arg-type]
+    for name in ("a", "b"):
+        api.put("deployments", deployment(name))
+        api.put("featureflagsets", small_set(name, enabled=False))
+        await sets.reconcile(NS, name)  # the first ConfigMap and restart of each: settled at once
+    api.complete_rollouts = False
+    for name in ("a", "b"):
+        api.put("featureflagsets", small_set(name, enabled=True))
+    before = restarts(api, "b")
+
+    await sets.reconcile(NS, "a")
+    await sets.reconcile(NS, "b")
+    workload_b = api.obj("featureflagsets", NS, "b")["status"]["workloads"][0]  # type: ignore[index]
+    assert workload_b["state"] == "Pending"
+    assert "--max-concurrent-restarts=1; 1 rollouts in progress" in workload_b["message"]
+    assert restarts(api, "b") == before
+
+    api.complete_rollouts = True
+    deployment_a = api.obj("deployments", NS, "a")
+    api.put("deployments", deployment_a)  # type: ignore[arg-type]  # its controller finishes the rollout
+    await sets.reconcile(NS, "a")
+    assert woken == [(NS, "b")]  # at once, not at b's next recheck
+    await sets.reconcile(NS, "b")
+    assert restarts(api, "b") == before + 1

@@ -55,6 +55,50 @@ def validation_message(err: ValidationError) -> str:
     )
 
 
+class Rollouts:
+    """Rollouts in progress per set in this process: the `flagops_rollouts_in_progress` gauge
+    and the `--max-concurrent-restarts` budget (None: no limit). When a set's count drops,
+    the sets waiting for a slot are woken at once rather than at their next recheck."""
+
+    def __init__(self, limit: int | None = None, wake: Callable[[str, str], None] | None = None) -> None:
+        self.limit = limit
+        self._wake = wake
+        self._in_progress: dict[tuple[str, str], int] = {}
+        self._waiting: set[tuple[str, str]] = set()
+
+    def budget(self, namespace: str, name: str) -> logic.RestartBudget | None:
+        if self.limit is None:
+            return None
+        elsewhere = sum(n for key, n in self._in_progress.items() if key != (namespace, name))
+        return logic.RestartBudget(limit=self.limit, elsewhere=elsewhere)
+
+    def record(self, namespace: str, name: str, workloads: list[WorkloadStatus]) -> None:
+        key = (namespace, name)
+        before = self._in_progress.get(key, 0)
+        in_progress = sum(1 for w in workloads if w.state == WorkloadState.PROGRESSING)
+        self._in_progress[key] = in_progress
+        if any(w.state == WorkloadState.PENDING for w in workloads):
+            self._waiting.add(key)
+        else:
+            self._waiting.discard(key)
+        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._in_progress.values()))
+        if in_progress < before:
+            self._wake_waiting(key)
+
+    def forget(self, namespace: str, name: str) -> None:
+        key = (namespace, name)
+        self._waiting.discard(key)
+        if self._in_progress.pop(key, 0):
+            self._wake_waiting(key)
+        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._in_progress.values()))
+
+    def _wake_waiting(self, freed_by: tuple[str, str]) -> None:
+        if self.limit is None or self._wake is None:
+            return
+        for namespace, name in sorted(self._waiting - {freed_by}):
+            self._wake(namespace, name)
+
+
 class FlagSetReconciler:
     def __init__(
         self,
@@ -62,16 +106,17 @@ class FlagSetReconciler:
         recorder: EventRecorder,
         *,
         rollbacks: RollbackIndex,
+        rollouts: Rollouts | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
         self._events = recorder
         self._rollbacks = rollbacks
+        self.rollouts = rollouts or Rollouts()
         self._clock = clock
         # A set's status has two writers (this reconciler and the trigger evaluator):
         # both hold the set's lock in this process; resourceVersion guards across processes.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
-        self._progressing: dict[tuple[str, str], int] = {}
 
     def lock(self, namespace: str, name: str) -> asyncio.Lock:
         return self._locks.setdefault((namespace, name), asyncio.Lock())
@@ -112,8 +157,7 @@ class FlagSetReconciler:
         await self.patch_status(namespace, name, degrade)
 
     def forget(self, namespace: str, name: str) -> None:
-        self._progressing.pop((namespace, name), None)
-        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))
+        self.rollouts.forget(namespace, name)
         metrics.forget_flagset(namespace, name)
         lock = self._locks.get((namespace, name))
         if lock is not None and not lock.locked():
@@ -177,10 +221,7 @@ class FlagSetReconciler:
         metrics.FLAGS.labels(namespace, name, "enabled").set(enabled)
         metrics.FLAGS.labels(namespace, name, "disabled").set(len(status.effective) - enabled - len(held))
         metrics.FLAGS.labels(namespace, name, "overridden").set(len(held))
-        self._progressing[(namespace, name)] = sum(
-            1 for w in status.workloads if w.state == WorkloadState.PROGRESSING
-        )
-        metrics.ROLLOUTS_IN_PROGRESS.set(sum(self._progressing.values()))
+        self.rollouts.record(namespace, name, status.workloads)
 
     async def _apply_configmap(
         self, body: dict[str, Any], desired: dict[str, Any], previous: FeatureFlagSetStatus
@@ -252,7 +293,11 @@ class FlagSetReconciler:
             max_parallel=spec.rollout.max_parallel,
             timeout_seconds=spec.rollout.timeout_seconds,
             now=now,
+            budget=self.rollouts.budget(namespace, name),
+            held=resolution.held,
         )
+        # Counted before the first await: another set's pass must see these slots taken.
+        self.rollouts.record(namespace, name, plan.statuses)
         statuses = {(str(w.kind), w.name): w for w in plan.statuses}
         # Served values unchanged since the last pass, yet a restart is due: someone removed or
         # edited the annotation; putting it back is a correction, not a flag change.

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from flagops import kube, metrics
 from flagops.controller.drills import DrillReconciler
 from flagops.controller.events import EventRecorder
-from flagops.controller.flagsets import FlagSetReconciler
+from flagops.controller.flagsets import FlagSetReconciler, Rollouts
 from flagops.controller.index import RollbackIndex
 from flagops.controller.owned import OwnedWatcher, resync
 from flagops.controller.queue import WorkQueue
@@ -76,6 +76,7 @@ class Settings:
     workers: int = 4
     namespaces: tuple[str, ...] = ()  # empty: all
     resync_seconds: float = 600.0  # 0: never
+    max_concurrent_restarts: int | None = None  # rollouts in progress across all sets; None: no limit
 
 
 class Controller:
@@ -86,7 +87,12 @@ class Controller:
         self.events = EventRecorder(client)
         self.notifier = Notifier(client)
         self.rollback_index = RollbackIndex()
-        self.flagsets = FlagSetReconciler(client, self.events, rollbacks=self.rollback_index)
+        self.flagsets = FlagSetReconciler(
+            client,
+            self.events,
+            rollbacks=self.rollback_index,
+            rollouts=Rollouts(settings.max_concurrent_restarts, wake=self.enqueue_set),
+        )
         self.rollbacks = RollbackReconciler(
             client,
             self.events,

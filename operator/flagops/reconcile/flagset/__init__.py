@@ -39,6 +39,7 @@ from flagops.reconcile.flagset.values import (
     resolve,
 )
 from flagops.reconcile.flagset.workloads import (
+    RestartBudget,
     Rollout,
     WorkloadPlan,
     WorkloadTarget,
@@ -57,6 +58,7 @@ __all__ = [
     "MANAGED_BY",
     "SET_ANNOTATION",
     "Resolution",
+    "RestartBudget",
     "Rollout",
     "WorkloadPlan",
     "WorkloadTarget",

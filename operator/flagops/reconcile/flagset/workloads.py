@@ -24,6 +24,15 @@ from flagops.reconcile.flagset.common import (
 
 
 @dataclass(frozen=True)
+class RestartBudget:
+    """`--max-concurrent-restarts`: at most `limit` rollouts in progress across all sets;
+    `elsewhere` are in progress in other sets now."""
+
+    limit: int
+    elsewhere: int
+
+
+@dataclass(frozen=True)
 class WorkloadTarget:
     kind: WorkloadKind
     name: str
@@ -147,12 +156,17 @@ def plan_workloads(
     max_parallel: int,
     timeout_seconds: int,
     now: datetime.datetime,
+    budget: RestartBudget | None = None,
+    held: Iterable[str] = (),
 ) -> WorkloadPlan:
     """Decide, per workload, whether to restart it now and what state it is in.
 
     A workload restarts when its pod-template hash differs from the target's: an unchanged
     hash means no patch, so an operator restart never restarts anything. At most
-    `max_parallel` workloads roll out at once; the rest wait as Pending.
+    `max_parallel` workloads of the set roll out at once, and, with a `budget`, at most
+    `budget.limit` across all sets; the rest wait as Pending. A workload that reads a flag a
+    rollback holds (`held`) is not held back by the budget: a rollback never queues behind
+    ordinary changes, though its rollouts count against the budget.
     """
     before = {(str(w.kind), w.name): w for w in previous}
     statuses: dict[tuple[str, str], WorkloadStatus] = {}
@@ -223,9 +237,12 @@ def plan_workloads(
                 restarted_at=restarted_at,
             )
 
+    held = frozenset(held)
     restart: list[WorkloadTarget] = []
     for target in needs_restart:
-        if in_flight < max_parallel:
+        urgent = not held.isdisjoint(target.flags)
+        over_budget = budget is not None and not urgent and budget.elsewhere + in_flight >= budget.limit
+        if in_flight < max_parallel and not over_budget:
             in_flight += 1
             restart.append(target)
             statuses[target.key] = _workload_status(
@@ -234,10 +251,18 @@ def plan_workloads(
                 message="restart requested",
                 restarted_at=now,
             )
-        else:
+        elif in_flight >= max_parallel:
             statuses[target.key] = _workload_status(
                 target,
                 state=WorkloadState.PENDING,
                 message=f"waiting for a restart slot (rollout.maxParallel={max_parallel})",
+            )
+        else:
+            assert budget is not None
+            statuses[target.key] = _workload_status(
+                target,
+                state=WorkloadState.PENDING,
+                message=f"waiting for a restart slot (--max-concurrent-restarts={budget.limit}; "
+                f"{budget.elsewhere} rollouts in progress in other FeatureFlagSets)",
             )
     return WorkloadPlan(statuses=[statuses[t.key] for t in targets], restart=restart)

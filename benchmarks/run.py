@@ -4,6 +4,9 @@
     python benchmarks/run.py overhead    a RollbackRequest vs the same steps as a kubectl script
     python benchmarks/run.py scale       sets of 20 flags: start to all Ready, peak RSS, API requests;
                                          100 concurrent RollbackRequests
+    python benchmarks/run.py budget      a flag turned on in 200 sets at once, each read by its own
+                                         Deployment: peak concurrent rollouts and time to all rolled
+                                         out, with --max-concurrent-restarts 20 and with no limit
     python benchmarks/run.py all         all of them; prints a Markdown report (RESULTS.md)
 
 These are measurements, not tests: nothing here passes or fails.
@@ -30,6 +33,8 @@ from typing import Any
 
 from kubernetes import client, config, watch
 
+from flagops.models.flagset import WorkloadKind
+from flagops.reconcile.flagset import HASH_ANNOTATION, rollout_progress, template_annotations
 from flagops_dev import devcluster
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -410,6 +415,86 @@ def bench_scale(workdir: Path, sets: int, flags: int = 20, rollbacks: int = 0) -
             api.close()
 
 
+def bench_budget(workdir: Path, sets: int = 200, limit: int = 0) -> dict[str, Any]:
+    """Flip one flag in `sets` sets at once; each set's flag is read by its own Deployment
+    whose pods are Ready 2 s after they start. Peak concurrent rollouts are counted over the
+    API server's sequence of Deployment versions (one watch), as flagops judges a rollout."""
+    with environment(workdir) as (_, kubeconfig):
+        api = config.new_client_from_config(str(kubeconfig))
+        core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
+        ns = "bench"
+        core.create_namespace({"metadata": {"name": ns}})
+        names = [f"svc-{i}" for i in range(sets)]
+        for name in names:
+            body = deployment(name, {"kwok.flagops.io/ready-after": "2s"})
+            body["spec"]["replicas"] = 1
+            apps.create_namespaced_deployment(ns, body)
+            custom.create_namespaced_custom_object(*API, ns, "featureflagsets", flagset(name, 1, {0: name}))
+        args = [f"--max-concurrent-restarts={limit}"] if limit else []
+        op = Operator(kubeconfig, workdir / "operator.log", "--namespace", ns, *args)
+        try:
+
+            def rolled_out(hashes: dict[str, str | None] | None = None) -> dict[str, str | None] | None:
+                listed = apps.list_namespaced_deployment(ns, _preload_content=False)
+                items = json.loads(listed.data)["items"]
+                state = {d["metadata"]["name"]: template_annotations(d).get(HASH_ANNOTATION) for d in items}
+                done = all(
+                    rollout_progress(WorkloadKind.DEPLOYMENT, d).done
+                    and state[d["metadata"]["name"]] is not None
+                    and (hashes is None or state[d["metadata"]["name"]] != hashes[d["metadata"]["name"]])
+                    for d in items
+                )
+                return state if done and len(items) == sets else None
+
+            wait("first rollouts", lambda: rolled_out() is not None, timeout=900, interval=1)
+            before = rolled_out()
+            assert before is not None
+            events: list[dict[str, Any]] = []
+            stream = watch.Watch()
+
+            def collect() -> None:
+                for event in stream.stream(apps.list_namespaced_deployment, ns, timeout_seconds=3600):
+                    events.append(event["raw_object"])
+
+            threading.Thread(target=collect, daemon=True).start()
+            started = time.monotonic()
+            for name in names:
+                custom.patch_namespaced_custom_object(
+                    *API,
+                    ns,
+                    "featureflagsets",
+                    name,
+                    {"spec": {"flags": [flagset(name, 1, {0: name}, True)["spec"]["flags"][0]]}},
+                )
+            flipped_s = time.monotonic() - started
+            wait("all rolled out", lambda: rolled_out(before) is not None, timeout=1800, interval=1)
+            all_done_s = time.monotonic() - started
+            stream.stop()
+            rolling: set[str] = set()
+            peak = 0
+            for obj in events:
+                name = obj["metadata"]["name"]
+                if (
+                    template_annotations(obj).get(HASH_ANNOTATION) != before[name]
+                    and not rollout_progress(WorkloadKind.DEPLOYMENT, obj).done
+                ):
+                    rolling.add(name)
+                else:
+                    rolling.discard(name)
+                peak = max(peak, len(rolling))
+            return {
+                "sets": sets,
+                "max_concurrent_restarts": limit or None,
+                "flip_all_s": round(flipped_s, 1),
+                "flip_to_all_rolled_out_s": round(all_done_s, 1),
+                "peak_concurrent_rollouts": peak,
+                "peak_rss_mib": round(op.peak_rss_mib(), 1),
+            }
+        finally:
+            op.stop()
+            api.close()
+
+
 def machine() -> str:
     cpu = next(
         (
@@ -426,7 +511,7 @@ def machine() -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("latency", "overhead", "scale", "all"))
+    parser.add_argument("which", choices=("latency", "overhead", "scale", "budget", "all"))
     parser.add_argument("--edits", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--sets", type=int, nargs="*", default=[100, 1000, 3000])
@@ -449,6 +534,12 @@ def main() -> int:
             for count in args.sets:
                 outcome = bench_scale(work / f"scale-{count}", count, rollbacks=100 if count == 1000 else 0)
                 results["scale"].append(outcome)
+                print(json.dumps(outcome), flush=True)
+        if args.which in ("budget", "all"):
+            results["budget"] = []
+            for limit in (20, 0):
+                outcome = bench_budget(work / f"budget-{limit}", limit=limit)
+                results["budget"].append(outcome)
                 print(json.dumps(outcome), flush=True)
     print(json.dumps(results, indent=2))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,25 @@ def bind(cluster: Cluster, namespace: str, role_name: str, subject: str) -> None
         f"--role={role_name}",
         subject,
     )
+
+
+def start_watch(cluster: Cluster, namespace: str, resource: str, *args: str) -> subprocess.Popen[str]:
+    """`kubectl get --watch`: every version of the objects from now on, in the order the API
+    server sends them (one stream, so one order across objects)."""
+    argv = ["kubectl", f"--kubeconfig={cluster.kubeconfig}", f"--namespace={namespace}", "get", resource]
+    return subprocess.Popen(
+        [*argv, *args, "--watch", "--output-watch-events", "--output=json"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def stop_watch(watch: subprocess.Popen[str]) -> list[dict[str, Any]]:
+    """The watch events seen so far ({"type": ..., "object": ...}), in order."""
+    watch.terminate()
+    text, _ = watch.communicate(timeout=10)
+    decoder, events, at = json.JSONDecoder(), [], 0
+    while (at := text.find("{", at)) != -1:
+        event, at = decoder.raw_decode(text, at)
+        events.append(event)
+    return events

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from flagops.models.flagset import WorkloadKind
+from flagops.reconcile.flagset import HASH_ANNOTATION, rollout_progress, template_annotations
+from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     EXAMPLE,
@@ -20,6 +23,8 @@ from tests.e2e.helpers import (
     patch,
     replicasets,
     set_flag,
+    start_watch,
+    stop_watch,
     wait_condition,
     wait_ready,
 )
@@ -227,3 +232,135 @@ def test_kubectl_get_ffs_columns(
     assert out[0].split() == ["NAME", "FLAGS", "ENABLED", "OVERRIDES", "READY", "AGE"]
     assert out[1].split()[:5] == ["epic21", "6", "0", "0", "True"]
     assert kubectl(cluster.kubeconfig, "-n", namespace, "get", "flagops").stdout.count("epic21") == 1
+
+
+def slow_deployment(name: str) -> dict[str, Any]:
+    """A Deployment whose pods are Ready 3 s after they start (kwok), reading set `name`'s ConfigMap."""
+    labels = {"app.kubernetes.io/name": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": {"kwok.flagops.io/ready-after": "3s"}},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "registry.example.com/app:1",
+                            "envFrom": [{"configMapRef": {"name": name}}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def one_flag_set(name: str, *, enabled: bool) -> dict[str, Any]:
+    return {
+        "apiVersion": "flagops.io/v1alpha1",
+        "kind": "FeatureFlagSet",
+        "metadata": {"name": name},
+        "spec": {
+            "rollout": {"maxParallel": 5},
+            "flags": [
+                {
+                    "name": "NEW_CHECKOUT",
+                    "enabled": enabled,
+                    "workloads": [{"kind": "Deployment", "name": name}],
+                }
+            ],
+        },
+    }
+
+
+def most_rolling_at_once(events: list[dict[str, Any]], started: dict[str, str]) -> int:
+    """Over the API server's sequence of Deployment versions: the most Deployments at any one
+    time whose template carries a new flags hash and whose rollout (as flagops judges it, the
+    `kubectl rollout status` tests) has not finished."""
+    rolling: set[str] = set()
+    most = 0
+    for event in events:
+        obj = event["object"]
+        name = obj["metadata"]["name"]
+        restarted = template_annotations(obj).get(HASH_ANNOTATION) != started.get(name)
+        if restarted and not rollout_progress(WorkloadKind.DEPLOYMENT, obj).done:
+            rolling.add(name)
+        else:
+            rolling.discard(name)
+        most = max(most, len(rolling))
+    return most
+
+
+def test_the_restart_budget_is_never_exceeded_across_sets(
+    cluster: Cluster, crds: None, namespace: str, tmp_path: Path
+) -> None:
+    """--max-concurrent-restarts=2 and a flag turned on in five sets at once, each read by its
+    own Deployment: the five roll out in waves, never more than two at a time, and all finish."""
+    names = [f"shop-{i}" for i in range(5)]
+    op = OperatorProcess(
+        cluster.kubeconfig,
+        namespace,
+        tmp_path / "operator.log",
+        devcluster.free_port(),
+        extra_args=("--max-concurrent-restarts=2",),
+    )
+    op.start()
+    try:
+        op.wait_started()
+        apply(
+            cluster,
+            namespace,
+            [slow_deployment(n) for n in names] + [one_flag_set(n, enabled=False) for n in names],
+        )
+        for name in names:
+            wait_ready(cluster, namespace, name)
+        wait_until("deployments settled", lambda: deployments_settled(cluster, namespace), timeout=120)
+        started = {
+            d["metadata"]["name"]: template_annotations(d).get(HASH_ANNOTATION)
+            for d in kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+        }
+        watch = start_watch(cluster, namespace, "deployments")
+        try:
+            apply(cluster, namespace, [one_flag_set(n, enabled=True) for n in names])
+
+            def waiting_for_the_budget() -> str | None:
+                sets = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "ffs")["items"]
+                workloads = [w for s in sets for w in s.get("status", {}).get("workloads", [])]
+                return next(
+                    (w["message"] for w in workloads if "--max-concurrent-restarts=2" in w["message"]), None
+                )
+
+            waiting = wait_until("a set waiting for the budget", waiting_for_the_budget, timeout=60)
+            assert "rollouts in progress in other FeatureFlagSets" in waiting
+
+            def all_rolled_out() -> bool:
+                deployments = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployments")["items"]
+                return len(deployments) == len(names) and all(
+                    template_annotations(d).get(HASH_ANNOTATION) != started[d["metadata"]["name"]]
+                    and rollout_progress(WorkloadKind.DEPLOYMENT, d).done
+                    for d in deployments
+                )
+
+            wait_until("all five rolled out with the flag on", all_rolled_out, timeout=180)
+        finally:
+            events = stop_watch(watch)
+        assert most_rolling_at_once(events, started) == 2  # in waves of two: the budget, and all of it
+        for name in names:
+            cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", name)
+            assert cm["data"]["NEW_CHECKOUT"] == "true"
+    finally:
+        op.stop()

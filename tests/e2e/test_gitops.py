@@ -24,6 +24,8 @@ from tests.e2e.helpers import (
     replicasets,
     request_rollback,
     served,
+    start_watch,
+    stop_watch,
     wait_phase,
 )
 from tests.support import Cluster, kubectl, kubectl_json, wait_until
@@ -261,27 +263,6 @@ def test_rollback_committed_to_git_and_its_health_in_the_application(
         gitops.argocd.delete(namespace)
 
 
-def configmap_watch(cluster: Cluster, namespace: str, name: str) -> subprocess.Popen[str]:
-    """Every version of a ConfigMap from now on, as the API server sends them."""
-    argv = ["kubectl", f"--kubeconfig={cluster.kubeconfig}", f"--namespace={namespace}", "get", "configmap"]
-    argv += [f"--field-selector=metadata.name={name}", "--watch", "--output-watch-events", "--output=json"]
-    return subprocess.Popen(
-        argv,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def watched_events(watch: subprocess.Popen[str]) -> list[dict[str, Any]]:
-    watch.terminate()
-    text, _ = watch.communicate(timeout=10)
-    decoder, events, at = json.JSONDecoder(), [], 0
-    while (at := text.find("{", at)) != -1:
-        event, at = decoder.raw_decode(text, at)
-        events.append(event)
-    return events
-
-
 def test_set_pruned_and_re_added_while_a_rollback_holds_keeps_the_safe_value(
     cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess
 ) -> None:
@@ -298,7 +279,7 @@ def test_set_pruned_and_re_added_while_a_rollback_holds_keeps_the_safe_value(
         wait_phase(cluster, namespace, "hold-dialog", "Succeeded")
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
         before = replicasets(cluster, namespace)["butler"]
-        watch = configmap_watch(cluster, namespace, CONFIGMAP)
+        watch = start_watch(cluster, namespace, "configmap", f"--field-selector=metadata.name={CONFIGMAP}")
         try:
             work.remove("epic21/flagset.yaml")
             removed = work.push("Remove the Epic 21 flags")
@@ -318,7 +299,7 @@ def test_set_pruned_and_re_added_while_a_rollback_holds_keeps_the_safe_value(
             )
             wait_synced_and_healthy(gitops, namespace)
         finally:
-            events = watched_events(watch)
+            events = stop_watch(watch)
         kinds = [e["type"] for e in events]
         assert "DELETED" in kinds and kinds[-1] != "DELETED", kinds  # collected, then re-created
         versions = [e["object"]["data"].get(DIALOG) for e in events if e["type"] != "DELETED"]

@@ -29,6 +29,7 @@ AS_EXPECTED: Final = "AsExpected"
 HELD_BY_ROLLBACK: Final = "HeldByRollback"
 NO_OVERRIDES: Final = "NoOverrides"
 RESTARTS_DISABLED: Final = "RestartsDisabled"
+WAITING_FOR_WINDOW: Final = "WaitingForWindow"
 
 
 def set_condition(

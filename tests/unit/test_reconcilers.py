@@ -327,3 +327,33 @@ async def test_the_restart_budget_holds_a_second_set_until_the_first_rollout_end
     assert woken == [(NS, "b")]  # at once, not at b's next recheck
     await sets.reconcile(NS, "b")
     assert restarts(api, "b") == before + 1
+
+
+async def test_outside_its_change_window_a_set_writes_its_configmap_and_restarts_when_it_opens() -> None:
+    api = FakeKube()
+    now = datetime.datetime(2026, 11, 28, 3, 0, tzinfo=datetime.UTC)
+    sets = FlagSetReconciler(
+        api,  # type: ignore[arg-type]
+        EventRecorder(api, instance="test"),  # type: ignore[arg-type]
+        rollbacks=RollbackIndex(),
+        clock=lambda: now,
+    )
+    api.put("deployments", deployment("a"))
+    api.put("featureflagsets", small_set("a", enabled=False))
+    await sets.reconcile(NS, "a")  # before the window was set: the first restart happens at once
+    windowed = small_set("a", enabled=True)
+    windowed["spec"]["rollout"] = {"windows": [{"start": "09:00", "end": "10:00"}]}
+    api.put("featureflagsets", windowed)
+    before = restarts(api, "a")
+
+    again = await sets.reconcile(NS, "a")
+    assert api.obj("configmaps", NS, "a")["data"]["F"] == "true"  # type: ignore[index]
+    assert restarts(api, "a") == before
+    conditions = {c["type"]: c for c in api.obj("featureflagsets", NS, "a")["status"]["conditions"]}  # type: ignore[index]
+    assert conditions["Progressing"]["reason"] == "WaitingForWindow"
+    assert "at 2026-11-28T09:00:00Z" in conditions["Progressing"]["message"]
+    assert again is not None and 6 * 3600 <= again < 6 * 3600 + 1  # woken when it opens
+
+    now = datetime.datetime(2026, 11, 28, 9, 0, tzinfo=datetime.UTC)
+    await sets.reconcile(NS, "a")
+    assert restarts(api, "a") == before + 1

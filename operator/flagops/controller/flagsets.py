@@ -179,8 +179,12 @@ class FlagSetReconciler:
 
         try:
             spec = FeatureFlagSetSpec.model_validate(body.get("spec") or {})
+            logic.validate_windows(spec.rollout.windows)
         except ValidationError as err:
             await self._write_invalid(body, previous, validation_message(err), generation, now)
+            return None
+        except ValueError as err:
+            await self._write_invalid(body, previous, str(err), generation, now)
             return None
 
         # The locks come from the requests themselves, never from this set's status.
@@ -190,11 +194,12 @@ class FlagSetReconciler:
         desired = logic.desired_configmap(namespace, name, meta["uid"], cm_name, resolution.values)
         cm_hash: str | None = desired["metadata"]["annotations"][logic.HASH_ANNOTATION]
         conflict = await self._apply_configmap(body, desired, previous)
+        opens_at = None
         if conflict:
             cm_hash = None
             workloads = previous.workloads
         else:
-            workloads = await self._apply_restarts(body, spec, resolution, previous, now)
+            workloads, opens_at = await self._apply_restarts(body, spec, resolution, previous, now)
 
         status = logic.build_status(
             generation=generation,
@@ -207,11 +212,16 @@ class FlagSetReconciler:
             workloads=workloads,
             strategy=spec.rollout.strategy,
             now=now,
+            opens_at=opens_at,
         )
         await self._write_status(body, status)
         await self._announce(body, previous, status)
         self._record_metrics(namespace, name, status)
-        if any(w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING) for w in workloads):
+        if any(w.state == WorkloadState.PROGRESSING for w in workloads):
+            return PROGRESS_RECHECK_SECONDS
+        if opens_at is not None:  # look again when the window opens
+            return max((opens_at - now).total_seconds(), 0.0) + 0.01
+        if any(w.state == WorkloadState.PENDING for w in workloads):
             return PROGRESS_RECHECK_SECONDS
         return None
 
@@ -278,7 +288,9 @@ class FlagSetReconciler:
         resolution: logic.Resolution,
         previous: FeatureFlagSetStatus,
         now: datetime.datetime,
-    ) -> list[WorkloadStatus]:
+    ) -> tuple[list[WorkloadStatus], datetime.datetime | None]:
+        """Restart what is due; the workloads' states, and when the change window opens if
+        restarts wait for it."""
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         targets = logic.workload_targets(spec, resolution.values)
         fetched = await asyncio.gather(
@@ -295,6 +307,7 @@ class FlagSetReconciler:
             now=now,
             budget=self.rollouts.budget(namespace, name),
             held=resolution.held,
+            window=logic.window_state(spec.rollout.windows, now),
         )
         # Counted before the first await: another set's pass must see these slots taken.
         self.rollouts.record(namespace, name, plan.statuses)
@@ -319,7 +332,7 @@ class FlagSetReconciler:
                 )
             elif isinstance(result, BaseException):
                 raise result
-        return [statuses[t.key] for t in targets]
+        return [statuses[t.key] for t in targets], plan.opens_at
 
     async def _restart(self, body: dict[str, Any], target: logic.WorkloadTarget, *, corrects: bool) -> None:
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]

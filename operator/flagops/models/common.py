@@ -23,6 +23,10 @@ ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBD
 FlagName = Annotated[str, Field(min_length=1, max_length=FLAG_NAME_MAX, pattern=FLAG_NAME)]
 
 
+# An IANA time zone name such as Europe/Berlin (whether it exists is checked by flagops).
+TIME_ZONE = r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"
+
+
 def cel(rule: str, message: str, **extra: str) -> dict[str, JsonValue]:
     """One x-kubernetes-validations entry."""
     return {"rule": rule, "message": message, **extra}

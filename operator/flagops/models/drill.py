@@ -7,12 +7,11 @@ import datetime
 from pydantic import Field
 
 from flagops.models.checks import MAX_CHECKS, Check
-from flagops.models.common import CONDITIONS_EXTRA, Condition, FlagName, Model, ObjectName, cel
+from flagops.models.common import CONDITIONS_EXTRA, TIME_ZONE, Condition, FlagName, Model, ObjectName, cel
 from flagops.models.flagset import MAX_FLAGS
 
 # Five fields (minute hour day-of-month month day-of-week), or six with seconds first, or a macro.
 SCHEDULE = r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4,5}\S+)$"
-TIME_ZONE = r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*$"
 MAX_RUNS = 20
 
 

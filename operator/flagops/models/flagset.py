@@ -10,6 +10,7 @@ from pydantic import ConfigDict, Field
 from flagops.models.checks import DECIMAL, MAX_CHECKS, Check, Comparison, PrometheusQuery, SecretKeyRef
 from flagops.models.common import (
     CONDITIONS_EXTRA,
+    TIME_ZONE,
     Condition,
     FlagName,
     Model,
@@ -116,6 +117,52 @@ class RolloutStrategy(StrEnum):
     NONE = "None"
 
 
+class Weekday(StrEnum):
+    MONDAY = "Monday"
+    TUESDAY = "Tuesday"
+    WEDNESDAY = "Wednesday"
+    THURSDAY = "Thursday"
+    FRIDAY = "Friday"
+    SATURDAY = "Saturday"
+    SUNDAY = "Sunday"
+
+
+# HH:MM or HH:MM:SS, 24-hour clock.
+TIME_OF_DAY = r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?$"
+
+
+class ChangeWindow(Model):
+    model_config = ConfigDict(
+        **Model.model_config,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.start != self.end",
+                    "a change window's start and end must differ",
+                    messageExpression="'change window ' + self.start + '-' + self.end + ' is empty: start "
+                    "and end must differ (an end before the start runs past midnight)'",
+                )
+            ]
+        },
+    )
+
+    days: list[Weekday] = Field(
+        default_factory=lambda: list(Weekday),
+        min_length=1,
+        max_length=7,
+        description="Days the window opens on, in its time zone (default: every day).",
+        json_schema_extra={"x-kubernetes-list-type": "set"},
+    )
+    start: str = Field(pattern=TIME_OF_DAY, description="When it opens: HH:MM or HH:MM:SS, local time.")
+    end: str = Field(
+        pattern=TIME_OF_DAY,
+        description="When it closes: HH:MM or HH:MM:SS, local time; before the start, the next day.",
+    )
+    time_zone: str = Field(
+        default="UTC", max_length=64, pattern=TIME_ZONE, description="IANA time zone, e.g. Europe/Berlin."
+    )
+
+
 class RolloutPolicy(Model):
     strategy: RolloutStrategy = Field(
         default=RolloutStrategy.RESTART,
@@ -127,6 +174,12 @@ class RolloutPolicy(Model):
     )
     timeout_seconds: int = Field(
         default=600, ge=1, le=86400, description="How long one workload's rollout may take."
+    )
+    windows: list[ChangeWindow] = Field(
+        default_factory=list,
+        max_length=16,
+        description="When restarts caused by spec edits may start (empty: any time). Outside every window "
+        "the ConfigMap is still written and restarts wait; rollbacks never wait.",
     )
 
 

@@ -38,6 +38,7 @@ from flagops.reconcile.flagset.values import (
     Resolution,
     resolve,
 )
+from flagops.reconcile.flagset.windows import WindowState, validate_windows, window_state
 from flagops.reconcile.flagset.workloads import (
     RestartBudget,
     Rollout,
@@ -60,6 +61,7 @@ __all__ = [
     "Resolution",
     "RestartBudget",
     "Rollout",
+    "WindowState",
     "WorkloadPlan",
     "WorkloadTarget",
     "apply_timings",
@@ -83,5 +85,7 @@ __all__ = [
     "set_conditions",
     "sha256",
     "template_annotations",
+    "validate_windows",
+    "window_state",
     "workload_targets",
 ]

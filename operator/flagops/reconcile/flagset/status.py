@@ -78,6 +78,24 @@ def problems(
     return found
 
 
+def _progressing(
+    cm_conflict: str | None,
+    progressing: list[WorkloadStatus],
+    strategy: RolloutStrategy,
+    window_message: str | None,
+) -> tuple[ConditionStatus, str, str]:
+    if cm_conflict:
+        return ConditionStatus.FALSE, c.CONFIG_MAP_CONFLICT, "nothing applied until the conflict is resolved"
+    names = ", ".join(f"{w.kind.lower()}/{w.name}" for w in progressing)
+    if window_message:
+        return ConditionStatus.TRUE, c.WAITING_FOR_WINDOW, f"{names}: {window_message}"
+    if progressing:
+        return ConditionStatus.TRUE, c.ROLLOUT_IN_PROGRESS, f"rolling out: {names}"
+    if strategy == RolloutStrategy.NONE:
+        return ConditionStatus.FALSE, c.RESTARTS_DISABLED, "ConfigMap written; restarts are disabled"
+    return ConditionStatus.FALSE, c.ROLLOUT_COMPLETE, "every consuming workload runs the served flags"
+
+
 def set_conditions(
     previous: list[Condition],
     *,
@@ -89,6 +107,7 @@ def set_conditions(
     overrides: list[Override],
     now: datetime.datetime,
     generation: int,
+    opens_at: datetime.datetime | None = None,
 ) -> list[Condition]:
     """Degraded, Progressing, Ready and Overridden, from what the pass found."""
     conds = list(previous)
@@ -97,38 +116,24 @@ def set_conditions(
         nonlocal conds
         conds = c.set_condition(conds, type_, status, reason, message, now=now, generation=generation)
 
+    window_message = None
+    if progressing and opens_at is not None and all(w.state == WorkloadState.PENDING for w in progressing):
+        # Only restarts that wait for a change window are left: say when it opens.
+        window_message = (
+            "restarts wait for the next change window (rollout.windows), at "
+            f"{opens_at.astimezone(datetime.UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}; "
+            "the ConfigMap already serves the new values"
+        )
     if found:
         put(c.DEGRADED, ConditionStatus.TRUE, found[0][0], "; ".join(m for _, m in found))
     else:
         put(c.DEGRADED, ConditionStatus.FALSE, c.AS_EXPECTED, "all flags served as specified")
-
-    if cm_conflict:
-        put(
-            c.PROGRESSING,
-            ConditionStatus.FALSE,
-            c.CONFIG_MAP_CONFLICT,
-            "nothing applied until the conflict is resolved",
-        )
-    elif progressing:
-        names = ", ".join(f"{w.kind.lower()}/{w.name}" for w in progressing)
-        put(c.PROGRESSING, ConditionStatus.TRUE, c.ROLLOUT_IN_PROGRESS, f"rolling out: {names}")
-    elif strategy == RolloutStrategy.NONE:
-        put(
-            c.PROGRESSING,
-            ConditionStatus.FALSE,
-            c.RESTARTS_DISABLED,
-            "ConfigMap written; restarts are disabled",
-        )
-    else:
-        put(
-            c.PROGRESSING,
-            ConditionStatus.FALSE,
-            c.ROLLOUT_COMPLETE,
-            "every consuming workload runs the served flags",
-        )
+    put(c.PROGRESSING, *_progressing(cm_conflict, progressing, strategy, window_message))
 
     if found:
         put(c.READY, ConditionStatus.FALSE, found[0][0], found[0][1])
+    elif window_message:
+        put(c.READY, ConditionStatus.FALSE, c.WAITING_FOR_WINDOW, window_message)
     elif progressing:
         put(c.READY, ConditionStatus.FALSE, c.ROLLOUT_IN_PROGRESS, "waiting for workloads to roll out")
     else:
@@ -160,6 +165,7 @@ def build_status(
     workloads: list[WorkloadStatus],
     strategy: RolloutStrategy,
     now: datetime.datetime,
+    opens_at: datetime.datetime | None = None,
 ) -> FeatureFlagSetStatus:
     """The full status for what was decided (and written) in this pass."""
     values = resolution.values
@@ -175,6 +181,7 @@ def build_status(
         overrides=overrides,
         now=now,
         generation=generation,
+        opens_at=opens_at,
     )
     prev_hash = previous.config_map.hash if previous.config_map else ""
     return FeatureFlagSetStatus(

@@ -19,6 +19,7 @@ from flagops.reconcile.flagset.common import (
     SET_ANNOTATION,
     sha256,
 )
+from flagops.reconcile.flagset.windows import WindowState
 
 # -- workloads -----------------------------------------------------------------------------
 
@@ -144,6 +145,7 @@ def _workload_status(
 class WorkloadPlan:
     statuses: list[WorkloadStatus]
     restart: list[WorkloadTarget]  # patch these now
+    opens_at: datetime.datetime | None = None  # restarts wait for the change window opening then
 
 
 def plan_workloads(
@@ -158,6 +160,7 @@ def plan_workloads(
     now: datetime.datetime,
     budget: RestartBudget | None = None,
     held: Iterable[str] = (),
+    window: WindowState | None = None,
 ) -> WorkloadPlan:
     """Decide, per workload, whether to restart it now and what state it is in.
 
@@ -166,7 +169,8 @@ def plan_workloads(
     `max_parallel` workloads of the set roll out at once, and, with a `budget`, at most
     `budget.limit` across all sets; the rest wait as Pending. A workload that reads a flag a
     rollback holds (`held`) is not held back by the budget: a rollback never queues behind
-    ordinary changes, though its rollouts count against the budget.
+    ordinary changes, though its rollouts count against the budget. Nor does it wait for a
+    change `window`, outside which other restarts wait.
     """
     before = {(str(w.kind), w.name): w for w in previous}
     statuses: dict[tuple[str, str], WorkloadStatus] = {}
@@ -239,30 +243,40 @@ def plan_workloads(
 
     held = frozenset(held)
     restart: list[WorkloadTarget] = []
+    opens_at = None
     for target in needs_restart:
         urgent = not held.isdisjoint(target.flags)
-        over_budget = budget is not None and not urgent and budget.elsewhere + in_flight >= budget.limit
-        if in_flight < max_parallel and not over_budget:
+        if window is not None and not window.open and not urgent:
+            opens_at = window.opens_at
+        waiting = _why_waiting(urgent, in_flight, max_parallel, budget, window)
+        if waiting is None:
             in_flight += 1
             restart.append(target)
             statuses[target.key] = _workload_status(
-                target,
-                state=WorkloadState.PROGRESSING,
-                message="restart requested",
-                restarted_at=now,
-            )
-        elif in_flight >= max_parallel:
-            statuses[target.key] = _workload_status(
-                target,
-                state=WorkloadState.PENDING,
-                message=f"waiting for a restart slot (rollout.maxParallel={max_parallel})",
+                target, state=WorkloadState.PROGRESSING, message="restart requested", restarted_at=now
             )
         else:
-            assert budget is not None
-            statuses[target.key] = _workload_status(
-                target,
-                state=WorkloadState.PENDING,
-                message=f"waiting for a restart slot (--max-concurrent-restarts={budget.limit}; "
-                f"{budget.elsewhere} rollouts in progress in other FeatureFlagSets)",
-            )
-    return WorkloadPlan(statuses=[statuses[t.key] for t in targets], restart=restart)
+            statuses[target.key] = _workload_status(target, state=WorkloadState.PENDING, message=waiting)
+    return WorkloadPlan(statuses=[statuses[t.key] for t in targets], restart=restart, opens_at=opens_at)
+
+
+def _why_waiting(
+    urgent: bool, in_flight: int, max_parallel: int, budget: RestartBudget | None, window: WindowState | None
+) -> str | None:
+    """Why a restart that is due cannot start now (None: it can). A rollback's (`urgent`)
+    waits only for its set's maxParallel."""
+    if window is not None and not window.open and not urgent:
+        when = f"the next opens at {_iso(window.opens_at)}" if window.opens_at else "none opens within a week"
+        return f"waiting for a change window (rollout.windows): {when}"
+    if in_flight >= max_parallel:
+        return f"waiting for a restart slot (rollout.maxParallel={max_parallel})"
+    if budget is not None and not urgent and budget.elsewhere + in_flight >= budget.limit:
+        return (
+            f"waiting for a restart slot (--max-concurrent-restarts={budget.limit}; "
+            f"{budget.elsewhere} rollouts in progress in other FeatureFlagSets)"
+        )
+    return None
+
+
+def _iso(moment: datetime.datetime) -> str:
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -82,14 +82,16 @@ def wait_ready(cluster: Cluster, namespace: str, name: str = "epic21", timeout: 
     return wait_until(f"FeatureFlagSet {name} Ready", probe, timeout=timeout)
 
 
-def wait_condition(cluster: Cluster, namespace: str, type_: str, status: str, reason: str) -> dict[str, Any]:
+def wait_condition(
+    cluster: Cluster, namespace: str, type_: str, status: str, reason: str, name: str = "epic21"
+) -> dict[str, Any]:
     def probe() -> dict[str, Any] | None:
-        obj = get_set(cluster, namespace)
+        obj = get_set(cluster, namespace, name)
         cond = condition(obj, type_)
         current = obj.get("status", {}).get("observedGeneration") == obj["metadata"]["generation"]
         return cond if current and cond and (cond["status"], cond["reason"]) == (status, reason) else None
 
-    return wait_until(f"epic21 {type_}={status} ({reason})", probe)
+    return wait_until(f"{name} {type_}={status} ({reason})", probe)
 
 
 def replicasets(cluster: Cluster, namespace: str) -> dict[str, set[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 from pathlib import Path
 from typing import Any
@@ -22,10 +23,12 @@ from tests.e2e.helpers import (
     load_example_set,
     patch,
     replicasets,
+    request_rollback,
     set_flag,
     start_watch,
     stop_watch,
     wait_condition,
+    wait_phase,
     wait_ready,
 )
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
@@ -364,3 +367,47 @@ def test_the_restart_budget_is_never_exceeded_across_sets(
             assert cm["data"]["NEW_CHECKOUT"] == "true"
     finally:
         op.stop()
+
+
+def test_restarts_wait_for_the_change_window_and_a_rollback_does_not(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """A flag turned on outside the set's change window: the ConfigMap serves it at once, the
+    restart waits (Progressing/WaitingForWindow, saying when) and happens when the window (a
+    few seconds long) opens; a rollback outside any window restarts at once."""
+    apply(cluster, namespace, [slow_deployment("shop"), one_flag_set("shop", enabled=False)])
+    wait_ready(cluster, namespace, "shop")
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    opens = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=15)).replace(microsecond=0)
+    closes = opens + datetime.timedelta(seconds=10)
+    flagset = one_flag_set("shop", enabled=True)
+    flagset["spec"]["rollout"]["windows"] = [{"start": f"{opens:%H:%M:%S}", "end": f"{closes:%H:%M:%S}"}]
+    before = replicasets(cluster, namespace)["shop"]
+    apply(cluster, namespace, flagset)
+
+    waiting = wait_condition(cluster, namespace, "Progressing", "True", "WaitingForWindow", name="shop")
+    assert f"at {opens:%Y-%m-%dT%H:%M:%SZ}" in waiting["message"]
+    cm = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "shop")
+    assert cm["data"]["NEW_CHECKOUT"] == "true"  # served before the window
+    assert replicasets(cluster, namespace)["shop"] == before  # not restarted
+
+    ready = wait_ready(cluster, namespace, "shop", timeout=60)
+    restarted_at = datetime.datetime.fromisoformat(ready["status"]["workloads"][0]["restartedAt"])
+    assert restarted_at >= opens, restarted_at
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    assert len(replicasets(cluster, namespace)["shop"] - before) == 1
+
+    # The next window hours away: a rollback restarts at once all the same.
+    later = opens + datetime.timedelta(hours=3)
+    flagset["spec"]["rollout"]["windows"] = [
+        {"start": f"{later:%H:%M}", "end": f"{later + datetime.timedelta(hours=1):%H:%M}"}
+    ]
+    apply(cluster, namespace, flagset)
+    wait_ready(cluster, namespace, "shop")
+    generation = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployment", "shop")["metadata"][
+        "generation"
+    ]
+    request_rollback(cluster, namespace, "shop-off", flagSet="shop", flags=["NEW_CHECKOUT"])
+    wait_phase(cluster, namespace, "shop-off", "Succeeded")
+    shop = kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "deployment", "shop")
+    assert shop["metadata"]["generation"] == generation + 1  # restarted, with the window hours away

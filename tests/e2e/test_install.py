@@ -131,7 +131,7 @@ def test_chart_lints_and_renders(values: list[str]) -> None:
             "--metrics-address" in a for a in container["args"]
         )
         assert [p.get("host") for p in probes] == [None, None]
-    assert kinds.count("ValidatingAdmissionPolicy") == 2
+    assert kinds.count("ValidatingAdmissionPolicy") == 3  # approval, flag types, delegation
 
 
 def test_server_side_dry_run_and_restricted_pod_security(cluster: Cluster, installed: None) -> None:

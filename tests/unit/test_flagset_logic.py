@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from flagops import conditions as c
 from flagops.models.flagset import (
@@ -486,3 +487,68 @@ def test_a_configmap_is_intact_while_its_data_matches_its_hash() -> None:
     assert logic.configmap_intact(cm)
     edited = {**cm, "data": {**cm["data"], "A": "false"}}
     assert not logic.configmap_intact(edited)
+
+
+TYPED = spec(
+    {"name": "ON", "enabled": True},
+    {"name": "URL", "type": "string", "value": "https://v2", "safeValue": "https://v1", "requires": ["ON"]},
+    {"name": "LIMIT", "type": "integer", "value": 500, "safeValue": 100},
+    {"name": "RATIO", "type": "number", "value": 0.25, "safeValue": 0},
+    {"name": "LAYOUT", "type": "object", "value": {"columns": 3}, "safeValue": {"columns": 1}},
+)
+
+
+def test_typed_flags_serve_their_value_in_every_form() -> None:
+    resolution = logic.resolve(TYPED)
+    assert resolution.values == {
+        "ON": True,
+        "URL": "https://v2",
+        "LIMIT": 500,
+        "RATIO": 0.25,
+        "LAYOUT": {"columns": 3},
+    }
+    data = logic.configmap_data(resolution.values)
+    assert [data[n] for n in ("ON", "URL", "LIMIT", "RATIO", "LAYOUT")] == [
+        "true",
+        "https://v2",
+        "500",
+        "0.25",
+        '{"columns":3}',
+    ]
+    assert json.loads(data["flags.json"]) == resolution.values
+    flagd = json.loads(data["flagd.json"])["flags"]
+    assert flagd["LAYOUT"] == {
+        "state": "ENABLED",
+        "variants": {"served": {"columns": 3}},
+        "defaultVariant": "served",
+    }
+    assert flagd["ON"]["defaultVariant"] == "on"
+
+
+def test_a_typed_flag_serves_its_safe_value_when_held_or_when_a_prerequisite_is_off() -> None:
+    held = Override(flag="LIMIT", value=100, held_by="rb", since=NOW)
+    assert logic.resolve(TYPED, [held]).values["LIMIT"] == 100
+    off = Override(flag="ON", value=False, held_by="rb", since=NOW)
+    resolution = logic.resolve(TYPED, [off])
+    assert resolution.values["URL"] == "https://v1"
+    assert "URL serves its safeValue meanwhile" in resolution.blocked["URL"]
+    assert resolution.on == {"ON": False, "URL": False, "LIMIT": True, "RATIO": True, "LAYOUT": True}
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        ({"type": "integer", "value": "500", "safeValue": 1}, "its value must be an integer"),
+        ({"type": "integer", "value": True, "safeValue": 1}, "its value must be an integer"),
+        ({"type": "string", "value": "x"}, "it needs a safeValue"),
+        ({"type": "number", "value": 1, "safeValue": "0"}, "its safeValue must be a number"),
+        ({"type": "object", "value": [1], "safeValue": {}}, "its value must be an object"),
+        ({"value": True}, "is a boolean: set enabled, not value"),
+        ({"safeValue": "off"}, "its safeValue must be a boolean"),
+    ],
+)
+def test_a_value_not_of_its_flags_type_is_refused_with_what_to_fix(
+    flag: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        spec({"name": "F", **flag})

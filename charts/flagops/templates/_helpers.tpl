@@ -27,6 +27,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: [apps]
   resources: [deployments, statefulsets, daemonsets]
   verbs: [get, list, watch, patch]
+- apiGroups: [apps]
+  resources: [controllerrevisions]
+  verbs: [get, list, create, delete]   # the revisions of each set's served values (toRevision)
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, create]     # job checks

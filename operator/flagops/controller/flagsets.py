@@ -7,6 +7,7 @@ and writes only what differs, so a pass is idempotent and safe to repeat after a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 from collections.abc import Callable
@@ -193,7 +194,9 @@ class FlagSetReconciler:
         cm_name = spec.config_map or name
         desired = logic.desired_configmap(namespace, name, meta["uid"], cm_name, resolution.values)
         cm_hash: str | None = desired["metadata"]["annotations"][logic.HASH_ANNOTATION]
-        conflict = await self._apply_configmap(body, desired, previous)
+        conflict, revision = await self._apply_configmap(
+            body, desired, previous, spec=spec, resolution=resolution, now=now
+        )
         opens_at = None
         if conflict:
             cm_hash = None
@@ -213,10 +216,11 @@ class FlagSetReconciler:
             strategy=spec.rollout.strategy,
             now=now,
             opens_at=opens_at,
+            revision=revision,
         )
         await self._write_status(body, status)
         await self._announce(body, previous, status)
-        self._record_metrics(namespace, name, status)
+        self._record_metrics(namespace, name, status, resolution.on)
         if any(w.state == WorkloadState.PROGRESSING for w in workloads):
             return PROGRESS_RECHECK_SECONDS
         if opens_at is not None:  # look again when the window opens
@@ -225,27 +229,40 @@ class FlagSetReconciler:
             return PROGRESS_RECHECK_SECONDS
         return None
 
-    def _record_metrics(self, namespace: str, name: str, status: FeatureFlagSetStatus) -> None:
+    def _record_metrics(
+        self, namespace: str, name: str, status: FeatureFlagSetStatus, on: dict[str, bool]
+    ) -> None:
         held = {o.flag for o in status.overrides}
-        enabled = sum(1 for flag, value in status.effective.items() if value and flag not in held)
+        enabled = sum(1 for flag in status.effective if on.get(flag) and flag not in held)
         metrics.FLAGS.labels(namespace, name, "enabled").set(enabled)
         metrics.FLAGS.labels(namespace, name, "disabled").set(len(status.effective) - enabled - len(held))
         metrics.FLAGS.labels(namespace, name, "overridden").set(len(held))
         self.rollouts.record(namespace, name, status.workloads)
 
     async def _apply_configmap(
-        self, body: dict[str, Any], desired: dict[str, Any], previous: FeatureFlagSetStatus
-    ) -> str | None:
-        """Create or update the set's ConfigMap; a conflict message if it is someone else's."""
+        self,
+        body: dict[str, Any],
+        desired: dict[str, Any],
+        previous: FeatureFlagSetStatus,
+        *,
+        spec: FeatureFlagSetSpec,
+        resolution: logic.Resolution,
+        now: datetime.datetime,
+    ) -> tuple[str | None, int | None]:
+        """Create or update the set's ConfigMap, recording a revision first when the served
+        values change; a conflict message if the ConfigMap is someone else's, and the revision
+        now served (None: unchanged)."""
         namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
         path = kube.CONFIGMAPS.path(namespace, cm_name)
         existing = await self._kube.get(path)
+        revision: int | None = None
         if existing is None:
+            revision = await self._record_revision(body, spec, resolution, now)
             await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
             written = previous.config_map
             if written is not None and written.name == cm_name and written.hash:
                 await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
-            return None
+            return None, revision
         owned = logic.owned_by(existing, body["metadata"]["uid"])
         adopting = not owned and logic.left_by_predecessor(existing, body["metadata"]["name"])
         if not owned and not adopting:
@@ -254,9 +271,11 @@ class FlagSetReconciler:
             return (
                 f"ConfigMap {cm_name} already exists and is {whose}; flagops never overwrites it. "
                 "Delete or rename that ConfigMap, or set spec.configMap to a free name"
-            )
+            ), None
         patch = logic.configmap_patch(existing, desired)
         if patch is not None:
+            if patch.get("data"):
+                revision = await self._record_revision(body, spec, resolution, now)
             await self._kube.patch(path, patch)
             if patch.get("data") and not logic.configmap_intact(existing):
                 await self._drift(body, f"ConfigMap {cm_name} was edited by hand; put the served values back")
@@ -267,7 +286,45 @@ class FlagSetReconciler:
                 action="Adopt",
                 note=f"Adopted ConfigMap {cm_name}, written by an earlier FeatureFlagSet of this name",
             )
-        return None
+        return None, revision
+
+    async def _record_revision(
+        self,
+        body: dict[str, Any],
+        spec: FeatureFlagSetSpec,
+        resolution: logic.Resolution,
+        now: datetime.datetime,
+    ) -> int:
+        """Before new values are served: a ControllerRevision for them, unless the latest stored
+        one has them already (a pass cut short after recording it). Older ones beyond the
+        set's revisionHistoryLimit are deleted. Returns the revision now served."""
+        meta = body["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        listed = await self._kube.list(
+            kube.CONTROLLER_REVISIONS.path(namespace), label_selector=logic.revision_selector(name)
+        )
+        revisions = logic.stored_revisions(listed, meta["uid"])
+        latest = revisions[-1] if revisions else None
+        created = logic.next_revision(
+            namespace=namespace,
+            set_name=name,
+            set_uid=meta["uid"],
+            latest=latest,
+            # Above every listed number: a predecessor's revisions may await garbage collection.
+            number=max((int(o.get("revision") or 0) for o in listed), default=0) + 1,
+            values=resolution.values,
+            held={flag: o.held_by for flag, o in resolution.held.items()},
+            generation=int(meta.get("generation", 0)),
+            now=now,
+        )
+        if created is None:
+            assert latest is not None
+            return latest.number
+        await self._kube.create(kube.CONTROLLER_REVISIONS.path(namespace), created)
+        for stale in logic.revisions_to_prune(revisions, keep=spec.revision_history_limit - 1):
+            with contextlib.suppress(kube.ApiError):
+                await self._kube.delete(kube.CONTROLLER_REVISIONS.path(namespace, stale))
+        return int(created["revision"])
 
     async def _drift(
         self,

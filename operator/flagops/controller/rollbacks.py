@@ -24,7 +24,7 @@ from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import parse_status, utcnow, validation_message
 from flagops.controller.index import RollbackIndex
 from flagops.models.checks import Check
-from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, WorkloadState
+from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, RolloutStrategy, WorkloadState
 from flagops.models.rollback import (
     CheckPhase,
     CheckResult,
@@ -172,10 +172,15 @@ class RollbackReconciler:
         held = locks.overrides(
             spec.flag_set, set_spec, self.index.in_namespace(body["metadata"]["namespace"])
         )
-        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, held, now)
+        revision = await self._revision(body, spec) if spec.to_revision is not None else None
+        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, held, now, revision=revision)
         if result.error:
             raise Failure(c.UNKNOWN_FLAG, result.error)
-        flags, _ = logic.requested_flags(spec, set_spec)
+        flags = (
+            [change.name for change in result.plan.flags if change.requested]
+            if spec.to_revision is not None
+            else logic.requested_flags(spec, set_spec)[0]
+        )
         scenario, required, why = logic.approval_needed(
             spec, set_spec, set_status, flags, created(body), scheduled_by=drills.scheduled_by(body)
         )
@@ -188,7 +193,15 @@ class RollbackReconciler:
                 "escalation_after_seconds": escalation.after_seconds if escalation else None,
             }
         )
-        summary = "all" if spec.all else ",".join(flags) if len(flags) <= 3 else f"{len(flags)} flags"
+        summary = (
+            "all"
+            if spec.all
+            else f"revision {spec.to_revision}"
+            if spec.to_revision is not None
+            else ",".join(flags)
+            if len(flags) <= 3
+            else f"{len(flags)} flags"
+        )
         status = status.model_copy(update={"plan": plan, "started_at": now, "flags_summary": summary})
         if spec.dry_run:
             message = (
@@ -467,6 +480,23 @@ class RollbackReconciler:
             ) from err
         return set_spec, parse_status(set_body.get("status"))
 
+    async def _revision(self, body: dict[str, Any], spec: RollbackRequestSpec) -> dict[str, Any]:
+        """The served values of the set's revision `toRevision`, from its ControllerRevision
+        (only one this very set owns: a predecessor's of the same name does not count)."""
+        namespace, number = body["metadata"]["namespace"], int(spec.to_revision or 0)
+        set_body = await self._kube.get(kube.FLAGSETS.path(namespace, spec.flag_set))
+        name = fs.revision_name(spec.flag_set, number)
+        obj = await self._kube.get(kube.CONTROLLER_REVISIONS.path(namespace, name))
+        found = fs.stored_revisions([obj] if obj else [], (set_body or {}).get("metadata", {}).get("uid", ""))
+        if not found or found[0].number != number:
+            raise Failure(
+                c.REVISION_NOT_FOUND,
+                f"FeatureFlagSet {spec.flag_set} has no revision {number} (its revisions are the "
+                f"ControllerRevisions labelled {fs.revision_selector(spec.flag_set)}, the newest "
+                "spec.revisionHistoryLimit kept); name one of them in a new request (nothing was changed)",
+            )
+        return found[0].values
+
     async def _remove_overrides(self, body: dict[str, Any], spec: RollbackRequestSpec) -> dict[str, Any]:
         if locks.held_annotation(body) is not None:
             body = await self._set_holds(body, None)
@@ -496,6 +526,27 @@ class RollbackReconciler:
             )
         return Check.model_validate(planned.spec)
 
+    async def _current_hashes(self, body: dict[str, Any], *, holding: bool) -> dict[tuple[str, str], str]:
+        """The hash each workload of the set is to carry now, with every lock in force. Other
+        requests may hold other flags the same workloads read (two triggers firing together),
+        so the planned hash is not the only one that serves this request's values; the current
+        one does, once this request's own lock is seen in force (`holding`), or seen gone
+        (restoring). Otherwise {}: only the planned hash counts."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        set_name = (body.get("spec") or {}).get("flagSet", "")
+        set_body = await self._kube.get(kube.FLAGSETS.path(namespace, set_name))
+        try:
+            set_spec = FeatureFlagSetSpec.model_validate((set_body or {}).get("spec") or {})
+        except ValidationError:
+            return {}
+        if set_body is None or set_spec.rollout.strategy != RolloutStrategy.RESTART:
+            return {}
+        overrides = locks.overrides(set_name, set_spec, self.index.in_namespace(namespace))
+        if any(o.held_by == name for o in overrides) != holding:
+            return {}
+        values = fs.resolve(set_spec, overrides).values
+        return {t.key: t.hash for t in fs.workload_targets(set_spec, values)}
+
     async def _rollout_state(
         self,
         body: dict[str, Any],
@@ -509,10 +560,12 @@ class RollbackReconciler:
         objs = await asyncio.gather(
             *(self._kube.get(kube.WORKLOADS[w.kind].path(namespace, w.name)) for w in workloads)
         )
+        current = await self._current_hashes(body, holding=to_new) if workloads else {}
         results, done = [], True
         for planned, obj in zip(workloads, objs, strict=True):
             prev = before.get((str(planned.kind), planned.name))
-            want = planned.to_hash if to_new else planned.from_hash
+            key = (str(planned.kind), planned.name)
+            want = {planned.to_hash if to_new else planned.from_hash, current.get(key)}
             if obj is None:
                 results.append(
                     WorkloadResult(
@@ -523,7 +576,7 @@ class RollbackReconciler:
                     )
                 )
                 continue
-            if fs.template_annotations(obj).get(fs.HASH_ANNOTATION) != want:
+            if fs.template_annotations(obj).get(fs.HASH_ANNOTATION) not in want:
                 done = False
                 results.append(
                     WorkloadResult(

@@ -76,7 +76,7 @@ class TriggerEvaluator:
         trigger: Trigger,
         *,
         previous: TriggerStatus | None,
-        effective: dict[str, bool],
+        effective: dict[str, Any],
     ) -> TriggerStatus:
         namespace, set_name = body["metadata"]["namespace"], body["metadata"]["name"]
         now = self._clock()
@@ -90,7 +90,7 @@ class TriggerEvaluator:
             trigger,
             previous,
             values,
-            serving_safe_value=effective.get(flag.name) == flag.safe_value,
+            serving_safe_value=effective.get(flag.name) == flag.safe,
             now=now,
         )
         if not evaluation.fire:

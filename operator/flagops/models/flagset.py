@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from flagops.models.checks import DECIMAL, MAX_CHECKS, Check, Comparison, PrometheusQuery, SecretKeyRef
 from flagops.models.common import (
@@ -59,6 +60,35 @@ class Trigger(Model):
     )
 
 
+class FlagType(StrEnum):
+    BOOLEAN = "boolean"
+    STRING = "string"
+    INTEGER = "integer"
+    NUMBER = "number"
+    OBJECT = "object"
+
+
+# A flag's value, of its type. The schema keeps any JSON (a structural schema has no union
+# type); the type is checked by the chart's flag-type policy at admission and by flagops.
+# Parsed as any JSON, so that a value of the wrong type gets the validator's message.
+FlagValue = Annotated[Any, WithJsonSchema({"x-kubernetes-preserve-unknown-fields": True})]
+
+
+def type_error(flag: str, field: str, type_: FlagType, value: object) -> str | None:
+    """What is wrong with `value` as the `field` of a flag of `type_` (None: nothing)."""
+    ok = {
+        FlagType.BOOLEAN: isinstance(value, bool),
+        FlagType.STRING: isinstance(value, str),
+        FlagType.INTEGER: isinstance(value, int) and not isinstance(value, bool),
+        FlagType.NUMBER: isinstance(value, int | float) and not isinstance(value, bool),
+        FlagType.OBJECT: isinstance(value, dict),
+    }[type_]
+    if ok:
+        return None
+    article = "an" if type_ in (FlagType.INTEGER, FlagType.OBJECT) else "a"
+    return f"flag {flag} is of type {type_}: its {field} must be {article} {type_}"
+
+
 class Flag(Model):
     model_config = ConfigDict(
         **Model.model_config,
@@ -76,9 +106,18 @@ class Flag(Model):
     name: FlagName = Field(
         description="Flag name, usable as an environment variable: upper case, digits, underscores."
     )
-    enabled: bool = Field(default=False, description="Whether the flag is on.")
-    safe_value: bool = Field(
-        default=False, description="The value a rollback restores (the known-good state)."
+    type: FlagType = Field(
+        default=FlagType.BOOLEAN,
+        description="boolean (served from enabled), string, integer, number or object (served from value).",
+    )
+    enabled: bool = Field(default=False, description="Whether a boolean flag is on.")
+    value: FlagValue | None = Field(
+        default=None, description="The value a string, integer, number or object flag serves (of its type)."
+    )
+    safe_value: FlagValue | None = Field(
+        default=None,
+        description="The value a rollback restores (the known-good state), of the flag's type; "
+        "default false for a boolean flag, required for the others.",
     )
     description: str = Field(default="", max_length=4096, description="What the flag changes.")
     owner: str = Field(default="", max_length=253, description="Who owns the flag (team or person).")
@@ -110,6 +149,35 @@ class Flag(Model):
         max_length=8,
         description="Conditions that start an automatic rollback of this flag.",
     )
+
+    @model_validator(mode="after")
+    def _values_of_its_type(self) -> Flag:
+        if self.type == FlagType.BOOLEAN:
+            if self.value is not None:
+                raise ValueError(f"flag {self.name} is a boolean: set enabled, not value (or give it a type)")
+            if self.safe_value is None:
+                self.safe_value = False
+        else:
+            for field in ("value", "safe_value"):
+                if getattr(self, field) is None:
+                    wire = "safeValue" if field == "safe_value" else field
+                    raise ValueError(f"flag {self.name} is of type {self.type}: it needs a {wire}")
+        for field, wire in (("value", "value"), ("safe_value", "safeValue")):
+            value = getattr(self, field)
+            error = None if value is None else type_error(self.name, wire, self.type, value)
+            if error:
+                raise ValueError(error)
+        return self
+
+    @property
+    def wanted(self) -> Any:
+        """What the spec asks to serve."""
+        return self.enabled if self.type == FlagType.BOOLEAN else self.value
+
+    @property
+    def safe(self) -> Any:
+        """The value a rollback restores (the validator has filled in a boolean's default)."""
+        return False if self.safe_value is None else self.safe_value
 
 
 class RolloutStrategy(StrEnum):
@@ -312,6 +380,12 @@ class FeatureFlagSetSpec(Model):
                     "self.all(f, !has(f.requires) || f.requires.all(r, self.exists(g, g.name == r)))",
                     "requires must name flags of this set: add the missing flag or fix the name",
                 ),
+                cel(
+                    "self.all(f, !has(f.requires) || f.requires.all(r, "
+                    "self.all(g, g.name != r || !has(g.type) || g.type == 'boolean')))",
+                    "requires must name boolean flags: a string, integer, number or object flag "
+                    "cannot be a prerequisite",
+                ),
             ],
         },
     )
@@ -327,11 +401,17 @@ class FeatureFlagSetSpec(Model):
     notifications: Notifications = Field(
         default_factory=Notifications, description="Where rollback news is sent."
     )
+    revision_history_limit: int = Field(
+        default=10,
+        ge=1,
+        le=100,
+        description="How many revisions of the served values to keep (ControllerRevisions owned by the set).",
+    )
 
 
 class Override(Model):
     flag: FlagName = Field(description="The flag held by a rollback.")
-    value: bool = Field(description="The value served while the override holds.")
+    value: FlagValue = Field(description="The value served while the override holds.")
     held_by: ObjectName = Field(description="The RollbackRequest holding the override.")
     since: datetime.datetime = Field(description="When the override took effect.")
 
@@ -362,7 +442,7 @@ class WorkloadStatus(Model):
 
 class FlagStatus(Model):
     name: str = Field(description="The flag.")
-    value: bool = Field(description="The value served now.")
+    value: FlagValue = Field(description="The value served now.")
     last_changed_at: datetime.datetime = Field(description="When the served value last changed.")
 
 
@@ -415,7 +495,7 @@ class FeatureFlagSetStatus(Model):
         description="Ready, Progressing, Degraded and Overridden.",
         json_schema_extra=CONDITIONS_EXTRA,
     )
-    effective: dict[str, bool] = Field(
+    effective: dict[str, FlagValue] = Field(
         default_factory=dict, description="Flag -> value actually served, after overrides and prerequisites."
     )
     overrides: list[Override] = Field(
@@ -432,4 +512,7 @@ class FeatureFlagSetStatus(Model):
     triggers: list[TriggerStatus] = Field(default_factory=list, description="State of each flag trigger.")
     flag_count: int | None = Field(default=None, description="Number of flags (printer column).")
     enabled_count: int | None = Field(default=None, description="Number of flags served as enabled.")
+    revision: int | None = Field(
+        default=None, description="The revision of the served values (a ControllerRevision <set>-r<N>)."
+    )
     override_count: int | None = Field(default=None, description="Number of flags held by rollbacks.")

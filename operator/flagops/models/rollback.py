@@ -17,7 +17,7 @@ from flagops.models.common import (
     ObjectName,
     cel,
 )
-from flagops.models.flagset import MAX_FLAGS, Scenario, WorkloadKind, WorkloadState
+from flagops.models.flagset import MAX_FLAGS, FlagValue, Scenario, WorkloadKind, WorkloadState
 
 IMMUTABLE = (
     "spec is immutable once created (only approved, abort, release and, after it ends, review may "
@@ -74,6 +74,13 @@ class RollbackRequestSpec(Model):
         default=False,
         description="Roll back every flag of the set (the plan's emergency rollback).",
         json_schema_extra=immutable("all"),
+    )
+    to_revision: int | None = Field(
+        default=None,
+        ge=1,
+        description="Serve every flag as the set's revision N served it (kubectl flagops history SET "
+        "lists them). Set this, flags or all: one of the three.",
+        json_schema_extra=immutable("toRevision"),
     )
     emergency: bool = Field(
         default=False,
@@ -144,8 +151,9 @@ class RollbackRequestSpec(Model):
 
 SPEC_VALIDATIONS = (
     cel(
-        "(size(self.flags) > 0) != self.all",
-        "name the flags to roll back in flags, or set all: true (one of the two)",
+        "[size(self.flags) > 0, self.all, has(self.toRevision)].filter(x, x).size() == 1",
+        "name the flags to roll back in flags, set all: true, or name a revision in toRevision "
+        "(one of the three)",
     ),
     cel(
         "has(self.detectedAt) == has(oldSelf.detectedAt)",
@@ -192,8 +200,8 @@ ROOT_VALIDATIONS = (
 
 class FlagChange(Model):
     name: str = Field(description="The flag.")
-    from_: bool = Field(alias="from", description="Value served before the rollback.")
-    to: bool = Field(
+    from_: FlagValue = Field(alias="from", description="Value served before the rollback.")
+    to: FlagValue = Field(
         description="Value served after it (the safe value, or false where a prerequisite is rolled back)."
     )
     requested: bool = Field(
@@ -228,7 +236,7 @@ class Plan(Model):
     )
     workloads: list[PlannedWorkload] = Field(default_factory=list, description="Workloads that restart.")
     checks: list[PlannedCheck] = Field(default_factory=list, description="Checks run after the restarts.")
-    holds: dict[str, bool] = Field(
+    holds: dict[str, FlagValue] = Field(
         default_factory=dict,
         description="The requested flags and the safe values this request holds them at.",
     )

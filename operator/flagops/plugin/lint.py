@@ -37,6 +37,7 @@ from flagops.models.drill import RollbackDrillSpec
 from flagops.models.flagset import FeatureFlagSetSpec
 from flagops.reconcile.drills import Schedule
 from flagops.reconcile.flagset.values import resolve
+from flagops.reconcile.flagset.windows import validate_windows
 
 API_VERSION = f"{GROUP}/{VERSION}"
 # The errors after which the API server does not run CEL rules (apiextensions' hasBlockingErr).
@@ -256,9 +257,15 @@ def _cel_errors(rules: list[_Rule]) -> Iterator[str]:
 def _degraded(spec: dict[str, Any]) -> list[str]:
     """What the API server admits but would make the set Degraded, as the operator words it."""
     try:
-        resolution = resolve(FeatureFlagSetSpec.model_validate(spec))
-    except ValidationError as err:  # the schema already said it; kept for safety
-        return [f"spec: Invalid value: {err.errors()[0]['msg']}"]
+        parsed = FeatureFlagSetSpec.model_validate(spec)
+        validate_windows(parsed.rollout.windows)
+    except ValidationError as err:  # what the schema cannot say: a value of the wrong type
+        return [
+            f"spec.flags: InvalidSpec: {str(e['msg']).removeprefix('Value error, ')}" for e in err.errors()
+        ]
+    except ValueError as err:
+        return [f"spec.rollout.windows: InvalidSpec: {err}"]
+    resolution = resolve(parsed)
     if resolution.cycle:
         return [f"spec.flags: DependencyCycle: {resolution.blocked[resolution.cycle[0]]}"]
     return [f"spec.flags: PrerequisiteDisabled: {why}" for why in resolution.blocked.values()]

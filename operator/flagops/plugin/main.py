@@ -363,6 +363,12 @@ async def toggle(s: Session, args: argparse.Namespace, enabled: bool) -> int:
         names = ", ".join(f["name"] for f in flags) or "none"
         raise Failure(f"{args.flag} is not a flag of FeatureFlagSet {args.set} (its flags: {names})")
     word = "enabled" if enabled else "disabled"
+    type_ = flags[index].get("type", "boolean")
+    if type_ != "boolean":
+        raise Failure(
+            f"{args.flag} is a {type_} flag: it serves its value, which enable/disable do not set; edit "
+            f"spec.flags[{index}].value, or roll it back to its safeValue with `kubectl flagops rollback`"
+        )
     app = argocd_application(obj)
     if app and not args.force:
         raise Failure(

@@ -7,6 +7,7 @@ that scripts and tests can read.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,8 @@ def _tree(items: Sequence[str]) -> list[str]:
 def value_text(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, dict | str):
+        return json.dumps(value, sort_keys=True)[:60]
     return "-" if value is None else str(value)
 
 
@@ -150,13 +153,16 @@ def flag_set(obj: Obj, style: Style, now: datetime.datetime) -> str:
         served = effective.get(name)
         holder = holders.get(name)
         glyph = "└── " if i == len(flags) - 1 else "├── "
+        wanted = flag.get("enabled", False) if flag.get("type", "boolean") == "boolean" else flag.get("value")
         served_text = value_text(served)
-        if served is not None and served != flag.get("enabled", False):
+        if served is not None and served != wanted:
             served_text = style.paint(served_text, "yellow")
         rows.append(
             [
-                glyph + ("⚑ " if served else "⚐ ") + name,
-                value_text(flag.get("enabled", False)),
+                glyph
+                + ("⚑ " if served is not None and served == wanted and served is not False else "⚐ ")
+                + name,
+                value_text(wanted),
                 served_text,
                 age(changed.get(name), now) + (" ago" if changed.get(name) else ""),
                 f"{holder['heldBy']} (since {clock(holder.get('since'))})" if holder else "",

@@ -15,12 +15,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from flagops.models.flagset import FeatureFlagSetSpec, Override
+from flagops.models.flagset import FeatureFlagSetSpec, Override, type_error
 
 HOLDS_ANNOTATION: Final = "flagops.io/holds"
 
 
-def holds_value(flags: Mapping[str, bool], since: datetime.datetime) -> str:
+def holds_value(flags: Mapping[str, Any], since: datetime.datetime) -> str:
     return json.dumps(
         {"flags": dict(sorted(flags.items())), "since": since.strftime("%Y-%m-%dT%H:%M:%SZ")},
         separators=(",", ":"),
@@ -44,10 +44,14 @@ def held_by(body: Mapping[str, Any], set_spec: FeatureFlagSetSpec) -> list[Overr
     if raw is None:
         return []
     name = str(body["metadata"]["name"])
-    safe = {f.name: f.safe_value for f in set_spec.flags}
+    safe = {f.name: f.safe for f in set_spec.flags}
+    types = {f.name: f.type for f in set_spec.flags}
     try:
         parsed = json.loads(raw)
-        flags = {str(k): bool(v) for k, v in dict(parsed["flags"]).items()}
+        flags = {
+            str(k): v if k not in types or type_error(k, "value", types[k], v) is None else safe[k]
+            for k, v in dict(parsed["flags"]).items()
+        }
         since = datetime.datetime.fromisoformat(str(parsed["since"]).replace("Z", "+00:00"))
     except (ValueError, TypeError, KeyError):
         spec = body.get("spec") or {}

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import datetime
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from flagops import conditions as c
 from flagops.models.checks import (
@@ -25,6 +25,7 @@ from flagops.models.flagset import (
     Override,
     RolloutStrategy,
     Scenario,
+    type_error,
 )
 from flagops.models.rollback import (
     CheckPhase,
@@ -68,15 +69,33 @@ def with_overrides(
     set_spec: FeatureFlagSetSpec,
     holder: str,
     now: datetime.datetime,
+    *,
+    values: Mapping[str, Any] | None = None,
 ) -> list[Override]:
-    """The set's overrides plus this request's, one per (flag, holder): idempotent."""
-    safe = {f.name: f.safe_value for f in set_spec.flags}
+    """The set's overrides plus this request's, one per (flag, holder): idempotent. Each flag
+    is held at its safe value, or at `values` (a revision's)."""
+    target = values if values is not None else {f.name: f.safe for f in set_spec.flags}
     result = list(current)
     held = {(o.flag, o.held_by) for o in result}
     for name in flags:
         if (name, holder) not in held:
-            result.append(Override(flag=name, value=safe[name], held_by=holder, since=now))
+            result.append(Override(flag=name, value=target[name], held_by=holder, since=now))
     return result
+
+
+def revision_targets(
+    set_spec: FeatureFlagSetSpec, before: Mapping[str, Any], revision: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The flags a rollback to `revision` changes, and the values it holds them at: those
+    served differently now, still in the set, with a value of their current type."""
+    types = {f.name: f.type for f in set_spec.flags}
+    return {
+        name: value
+        for name, value in revision.items()
+        if name in types
+        and before.get(name) != value
+        and type_error(name, "value", types[name], value) is None
+    }
 
 
 def without_overrides(current: Iterable[Override], holder: str) -> list[Override]:
@@ -89,10 +108,20 @@ def plan_rollback(
     set_spec: FeatureFlagSetSpec,
     held: list[Override],
     now: datetime.datetime,
+    *,
+    revision: Mapping[str, Any] | None = None,
 ) -> PlanResult:
     """Everything the later phases need, frozen: flag changes, restarts, resolved checks.
-    `held` are the overrides in force (flagops.reconcile.locks), this request's own included."""
-    flags, unknown = requested_flags(spec, set_spec)
+    `held` are the overrides in force (flagops.reconcile.locks), this request's own included;
+    `revision` the values of the revision a `toRevision` request goes back to."""
+    current = without_overrides(held, name)
+    before = fs.resolve(set_spec, current).values
+    values = None
+    if spec.to_revision is not None:
+        values = revision_targets(set_spec, before, revision or {})
+        flags, unknown = list(values), list[str]()
+    else:
+        flags, unknown = requested_flags(spec, set_spec)
     if unknown:
         return PlanResult(
             Plan(),
@@ -101,11 +130,9 @@ def plan_rollback(
             error=f"{', '.join(unknown)} {'is not a flag' if len(unknown) == 1 else 'are not flags'} of "
             f"FeatureFlagSet {spec.flag_set}; fix the name and create a new request (nothing was changed)",
         )
-    if not flags:
+    if not flags and spec.to_revision is None:
         return PlanResult(Plan(), [], [], error=f"FeatureFlagSet {spec.flag_set} has no flags to roll back")
-    current = without_overrides(held, name)
-    before = fs.resolve(set_spec, current).values
-    overrides = with_overrides(current, flags, set_spec, name, now)
+    overrides = with_overrides(current, flags, set_spec, name, now, values=values)
     after = fs.resolve(set_spec, overrides).values
     changes = [
         FlagChange.model_validate(
@@ -177,6 +204,8 @@ def scenario(
     row in CEL (charts/flagops/templates/approval-policy.yaml) to check who initiates."""
     if spec.emergency:
         return Scenario.EMERGENCY, "emergency: true"
+    if spec.to_revision is not None:  # as the admission policy counts it: its flags are known later
+        return Scenario.MULTI_FLAG, f"to revision {spec.to_revision}"
     if spec.all or len(set(flags)) > 1:
         return Scenario.MULTI_FLAG, "all flags" if spec.all else f"{len(set(flags))} flags"
     window = f"window {format_duration(window_seconds)}"

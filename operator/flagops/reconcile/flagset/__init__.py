@@ -26,6 +26,9 @@ from flagops.reconcile.flagset.configmap import (
     owned_by,
     owner_reference,
 )
+from flagops.reconcile.flagset.revisions import Revision, next_revision, revision_name, revision_selector
+from flagops.reconcile.flagset.revisions import stored as stored_revisions
+from flagops.reconcile.flagset.revisions import to_prune as revisions_to_prune
 from flagops.reconcile.flagset.status import (
     apply_timings,
     build_status,
@@ -60,6 +63,7 @@ __all__ = [
     "SET_ANNOTATION",
     "Resolution",
     "RestartBudget",
+    "Revision",
     "Rollout",
     "WindowState",
     "WorkloadPlan",
@@ -75,15 +79,20 @@ __all__ = [
     "flagd_document",
     "left_by_predecessor",
     "merge_patch",
+    "next_revision",
     "owned_by",
     "owner_reference",
     "plan_workloads",
     "problems",
     "resolve",
     "restart_patch",
+    "revision_name",
+    "revision_selector",
+    "revisions_to_prune",
     "rollout_progress",
     "set_conditions",
     "sha256",
+    "stored_revisions",
     "template_annotations",
     "validate_windows",
     "window_state",

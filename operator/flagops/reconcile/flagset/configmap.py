@@ -15,30 +15,42 @@ from flagops.reconcile.flagset.common import (
     HASH_ANNOTATION,
     MANAGED_BY,
     SET_ANNOTATION,
+    canonical_json,
     sha256,
 )
 
 # -- the ConfigMap -------------------------------------------------------------------------
 
 
-def flagd_document(values: Mapping[str, bool]) -> dict[str, Any]:
-    """The OpenFeature flagd flag-definition format: every flag a boolean with on/off variants."""
-    return {
-        "$schema": FLAGD_SCHEMA,
-        "flags": {
-            name: {
+def env_value(value: Any) -> str:
+    """A served value as an environment variable: booleans and numbers as JSON, strings as
+    they are, objects as compact JSON."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        return canonical_json(value)
+    return json.dumps(value)
+
+
+def flagd_document(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The OpenFeature flagd flag-definition format: a boolean flag with on/off variants, a flag
+    of another type with its served value as the default variant."""
+    flags: dict[str, Any] = {}
+    for name, value in sorted(values.items()):
+        if isinstance(value, bool):
+            flags[name] = {
                 "state": "ENABLED",
                 "variants": {"on": True, "off": False},
                 "defaultVariant": "on" if value else "off",
             }
-            for name, value in sorted(values.items())
-        },
-    }
+        else:
+            flags[name] = {"state": "ENABLED", "variants": {"served": value}, "defaultVariant": "served"}
+    return {"$schema": FLAGD_SCHEMA, "flags": flags}
 
 
-def configmap_data(values: Mapping[str, bool]) -> dict[str, str]:
-    data = {name: "true" if value else "false" for name, value in sorted(values.items())}
-    data[FLAGS_JSON] = json.dumps(dict(sorted(values.items())), indent=2) + "\n"
+def configmap_data(values: Mapping[str, Any]) -> dict[str, str]:
+    data = {name: env_value(value) for name, value in sorted(values.items())}
+    data[FLAGS_JSON] = json.dumps(dict(sorted(values.items())), indent=2, sort_keys=True) + "\n"
     data[FLAGD_JSON] = json.dumps(flagd_document(values), indent=2) + "\n"
     return data
 
@@ -48,7 +60,7 @@ def owner_reference(kind: str, name: str, uid: str) -> dict[str, Any]:
 
 
 def desired_configmap(
-    namespace: str, set_name: str, set_uid: str, cm_name: str, values: Mapping[str, bool]
+    namespace: str, set_name: str, set_uid: str, cm_name: str, values: Mapping[str, Any]
 ) -> dict[str, Any]:
     data = configmap_data(values)
     return {

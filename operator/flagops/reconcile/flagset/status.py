@@ -166,8 +166,10 @@ def build_status(
     strategy: RolloutStrategy,
     now: datetime.datetime,
     opens_at: datetime.datetime | None = None,
+    revision: int | None = None,
 ) -> FeatureFlagSetStatus:
-    """The full status for what was decided (and written) in this pass."""
+    """The full status for what was decided (and written) in this pass; `revision` when this
+    pass recorded or found the revision of new served values."""
     values = resolution.values
     timings = apply_timings(previous, cm_hash, workloads, now)
     conds = set_conditions(
@@ -176,7 +178,7 @@ def build_status(
         progressing=[w for w in workloads if w.state in (WorkloadState.PROGRESSING, WorkloadState.PENDING)],
         cm_conflict=cm_conflict,
         strategy=strategy,
-        ready_message=f"{sum(values.values())} of {len(values)} flags enabled, "
+        ready_message=f"{sum(resolution.on.values())} of {len(values)} flags enabled, "
         f"served from ConfigMap {cm_name}",
         overrides=overrides,
         now=now,
@@ -195,7 +197,8 @@ def build_status(
         last_apply=timings if timings.started_at else None,
         triggers=previous.triggers,  # written by the trigger evaluator
         flag_count=len(values),
-        enabled_count=sum(values.values()),
+        enabled_count=sum(resolution.on.values()),
+        revision=revision if revision is not None else previous.revision,
         override_count=len(overrides),
     )
 

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, JsonValue
 
-from flagops.models import common, drill, flagset, rollback
+from flagops.models import common, drill, flagset, rollback, templates
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 OUTPUT_DIRS = (REPO_ROOT / "crds", REPO_ROOT / "charts" / "flagops" / "crds")
@@ -50,11 +50,13 @@ class Kind:
     singular: str
     short_names: tuple[str, ...]
     spec: type[BaseModel]
-    status: type[BaseModel]
+    status: type[BaseModel] | None
     description: str
     printers: tuple[Printer, ...]
     spec_validations: tuple[dict[str, JsonValue], ...] = field(default=())
     root_validations: tuple[dict[str, JsonValue], ...] = field(default=())
+    scope: str = "Namespaced"
+    categories: tuple[str, ...] = ("flagops",)
 
     @property
     def name(self) -> str:
@@ -131,7 +133,37 @@ ROLLBACK_DRILL = Kind(
     spec_validations=drill.SPEC_VALIDATIONS,
 )
 
-KINDS: tuple[Kind, ...] = (FEATURE_FLAG_SET, ROLLBACK_REQUEST, ROLLBACK_DRILL)
+
+def _check_template(kind: str, plural: str, short: str, scope: str, where: str) -> Kind:
+    return Kind(
+        kind=kind,
+        plural=plural,
+        singular=kind.lower(),
+        short_names=(short,),
+        spec=templates.CheckTemplateSpec,
+        status=None,
+        description=f"A check defined once, with declared arguments, for flags and requests {where} to use "
+        "through templateRef and args; resolved into a request's plan when it is planned.",
+        printers=(
+            Printer("Args", ".spec.args[*].name", "string", "The template's arguments"),
+            Printer("Age", ".metadata.creationTimestamp", "date"),
+        ),
+        scope=scope,
+    )
+
+
+CHECK_TEMPLATE = _check_template("CheckTemplate", "checktemplates", "ct", "Namespaced", "of its namespace")
+CLUSTER_CHECK_TEMPLATE = _check_template(
+    "ClusterCheckTemplate", "clusterchecktemplates", "cct", "Cluster", "of any namespace"
+)
+
+KINDS: tuple[Kind, ...] = (
+    FEATURE_FLAG_SET,
+    ROLLBACK_REQUEST,
+    ROLLBACK_DRILL,
+    CHECK_TEMPLATE,
+    CLUSTER_CHECK_TEMPLATE,
+)
 
 
 def _nullable(node: dict[str, Any], walk: Callable[[Any], Any]) -> dict[str, Any]:
@@ -200,9 +232,6 @@ def crd(kind: Kind) -> dict[str, Any]:
     spec["description"] = f"Desired state of the {kind.kind}."
     if kind.spec_validations:
         spec["x-kubernetes-validations"] = list(kind.spec_validations)
-    status = model_schema(kind.status)
-    status["description"] = f"Observed state of the {kind.kind}, written by flagops."
-    # The operator writes status whole; a stale field from an older version is dropped, not kept.
     schema: dict[str, Any] = {
         "type": "object",
         "description": kind.description,
@@ -211,10 +240,14 @@ def crd(kind: Kind) -> dict[str, Any]:
             "kind": {"type": "string", "description": "Kind of this object."},
             "metadata": {"type": "object"},
             "spec": spec,
-            "status": status,
         },
         "required": ["spec"],
     }
+    if kind.status is not None:
+        status = model_schema(kind.status)
+        status["description"] = f"Observed state of the {kind.kind}, written by flagops."
+        # The operator writes status whole; a stale field from an older version is dropped, not kept.
+        schema["properties"]["status"] = status
     if kind.root_validations:
         schema["x-kubernetes-validations"] = list(kind.root_validations)
     return {
@@ -223,21 +256,21 @@ def crd(kind: Kind) -> dict[str, Any]:
         "metadata": {"name": kind.name, "labels": {"app.kubernetes.io/part-of": "flagops"}},
         "spec": {
             "group": common.GROUP,
-            "scope": "Namespaced",
+            "scope": kind.scope,
             "names": {
                 "kind": kind.kind,
                 "listKind": f"{kind.kind}List",
                 "plural": kind.plural,
                 "singular": kind.singular,
                 "shortNames": list(kind.short_names),
-                "categories": ["flagops"],
+                "categories": list(kind.categories),
             },
             "versions": [
                 {
                     "name": common.VERSION,
                     "served": True,
                     "storage": True,
-                    "subresources": {"status": {}},
+                    "subresources": {"status": {}} if kind.status is not None else {},
                     "additionalPrinterColumns": [p.to_api() for p in kind.printers],
                     "schema": {"openAPIV3Schema": schema},
                 }

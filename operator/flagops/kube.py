@@ -99,6 +99,8 @@ JOBS = Resource("batch", "v1", "jobs")
 FLAGSETS = Resource("flagops.io", "v1alpha1", "featureflagsets")
 ROLLBACKS = Resource("flagops.io", "v1alpha1", "rollbackrequests")
 DRILLS = Resource("flagops.io", "v1alpha1", "rollbackdrills")
+CHECK_TEMPLATES = Resource("flagops.io", "v1alpha1", "checktemplates")
+CLUSTER_CHECK_TEMPLATES = Resource("flagops.io", "v1alpha1", "clusterchecktemplates")
 PODS = Resource("", "v1", "pods")
 WORKLOADS: Final = {"Deployment": DEPLOYMENTS, "StatefulSet": STATEFULSETS, "DaemonSet": DAEMONSETS}
 

@@ -164,10 +164,14 @@ def test_shipped_rbac_has_no_wildcards(installed: None, cluster: Cluster) -> Non
         for field in ("apiGroups", "resources", "verbs"):
             assert "*" not in rule.get(field, []), rule
         assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"]), rule
-        # One delete: a drill's finished runs past its historyLimit. It adds no power over locks,
-        # which patch (the holds annotation) already has.
+        # Two deletes: a drill's finished runs past its historyLimit (no power over locks, which
+        # patch, the holds annotation, already has), and a set's revisions past its
+        # revisionHistoryLimit (ControllerRevisions, which flagops labels as its own).
         if "delete" in rule["verbs"]:
-            assert (rule["apiGroups"], rule["resources"]) == (["flagops.io"], ["rollbackrequests"]), rule
+            assert (rule["apiGroups"], rule["resources"]) in (
+                (["flagops.io"], ["rollbackrequests"]),
+                (["apps"], ["controllerrevisions"]),
+            ), rule
     secrets = [r for r in role["rules"] if "secrets" in r["resources"]]
     assert secrets == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
 

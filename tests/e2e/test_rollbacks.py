@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -416,3 +417,130 @@ def test_example_stage_rollback_runs_to_success(
     done = wait_phase(cluster, namespace, "rollback-21-01a", "Succeeded")
     assert done["status"]["checks"][0]["target"] == f"Job {namespace}/rollback-21-01a-dialog-smoke"
     assert served(cluster, namespace, DIALOG) == "false"
+
+
+def stored_revisions(cluster: Cluster, namespace: str) -> list[dict[str, Any]]:
+    items = kubectl_json(
+        cluster.kubeconfig, "-n", namespace, "get", "controllerrevisions", "-l", "flagops.io/flagset=epic21"
+    )["items"]
+    return sorted(items, key=lambda r: r["revision"])
+
+
+def test_undo_to_a_revision_two_changes_back(
+    cluster: Cluster, namespace: str, operator: OperatorProcess
+) -> None:
+    """Each change of the served values is a ControllerRevision saying what changed and why; a
+    RollbackRequest with toRevision serves a revision's values again, with the plan's diff,
+    approval (two flags: MultiFlag), a lock and timings like any rollback."""
+    obj = deploy_dialog_enabled(cluster, namespace)  # revision 1
+    first = obj["status"]["revision"]
+    set_flag(cluster, namespace, 2, True)  # USE_NEW_STORAGE_ADAPTER on
+    wait_until(
+        "a second revision",
+        lambda: get_set(cluster, namespace).get("status", {}).get("revision") == first + 1,
+    )
+    set_flag(cluster, namespace, 0, False)  # and the dialog flag off again
+    wait_until(
+        "a third revision", lambda: get_set(cluster, namespace).get("status", {}).get("revision") == first + 2
+    )
+    wait_ready(cluster, namespace)
+    wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
+    revisions = stored_revisions(cluster, namespace)
+    assert [r["revision"] for r in revisions] == [first, first + 1, first + 2]
+    assert all(r["metadata"]["ownerReferences"][0]["uid"] == obj["metadata"]["uid"] for r in revisions)
+    notes = [r["metadata"]["annotations"] for r in revisions]
+    assert json.loads(notes[1]["flagops.io/changed"]) == {
+        "USE_NEW_STORAGE_ADAPTER": {"from": False, "to": True}
+    }
+    assert notes[2]["flagops.io/cause"].startswith("spec edit")
+
+    request_rollback(cluster, namespace, "undo", toRevision=first, reason="back to how it was")
+    waiting = wait_phase(cluster, namespace, "undo", "AwaitingApproval")
+    plan = waiting["status"]["plan"]
+    assert plan["scenario"] == "MultiFlag"
+    assert {c["name"]: (c["from"], c["to"]) for c in plan["flags"]} == {
+        "USE_NEW_DIALOG_CONTEXT_REPO": (False, True),
+        "USE_NEW_STORAGE_ADAPTER": (True, False),
+    }
+    patch_rollback(cluster, namespace, "undo", approved=True, approvedBy="olga")
+    done = wait_phase(cluster, namespace, "undo", "Succeeded")
+    assert done["status"]["flagsSummary"] == f"revision {first}"
+    assert done["status"]["durations"]["total"]
+    assert served(cluster, namespace, "USE_NEW_DIALOG_CONTEXT_REPO") == "true"
+    assert served(cluster, namespace, "USE_NEW_STORAGE_ADAPTER") == "false"
+    assert (
+        stored_revisions(cluster, namespace)[-1]["metadata"]["annotations"]["flagops.io/cause"]
+        == "rollback undo"
+    )
+
+    # Held like any rollback: an edit of the spec does not change what is served.
+    set_flag(cluster, namespace, 0, False)
+    wait_ready(cluster, namespace)
+    assert served(cluster, namespace, "USE_NEW_DIALOG_CONTEXT_REPO") == "true"
+
+    # A revision that is not kept: refused before anything changes.
+    request_rollback(cluster, namespace, "too-far", toRevision=99, emergency=True)
+    failed = wait_phase(cluster, namespace, "too-far", "Failed")
+    assert condition(failed, "Succeeded")["reason"] == "RevisionNotFound"  # type: ignore[index]
+    assert "has no revision 99" in failed["status"]["message"]
+    assert not failed["metadata"].get("annotations", {}).get("flagops.io/holds")
+
+
+def test_a_check_template_is_resolved_into_the_plan_and_a_missing_one_refused_before_changes(
+    cluster: Cluster, namespace: str, operator: OperatorProcess, endpoint: Endpoint
+) -> None:
+    """A ClusterCheckTemplate with an argument, used by the dialog flag: the request's plan holds
+    the filled-in check, which runs against a real HTTP endpoint; a CheckTemplate that does not
+    exist ends a request Failed/CheckTemplateNotFound with nothing changed."""
+    template = f"healthz-{namespace}"[:63]
+    kubectl(
+        cluster.kubeconfig,
+        "apply",
+        "-f",
+        "-",
+        stdin=json.dumps(
+            {
+                "apiVersion": "flagops.io/v1alpha1",
+                "kind": "ClusterCheckTemplate",
+                "metadata": {"name": template},
+                "spec": {
+                    "args": [{"name": "base"}, {"name": "path", "default": "/healthz"}],
+                    "check": {"http": {"url": "{{args.base}}{{args.path}}"}, "intervalSeconds": 1},
+                },
+            }
+        ),
+    )
+    try:
+        uses = {"name": "healthy", "templateRef": {"kind": "ClusterCheckTemplate", "name": template}}
+        deploy_dialog_enabled(cluster, namespace)
+        flagset = load_example_set()
+        flagset["spec"]["flags"][0]["enabled"] = True
+        flagset["spec"]["flags"][0]["checks"] = [{**uses, "args": {"base": endpoint.url}}]
+        flagset["spec"]["flags"][1]["checks"] = [
+            {"name": "missing", "templateRef": {"name": "no-such-template"}}
+        ]
+        apply(cluster, namespace, flagset)
+        wait_ready(cluster, namespace)
+
+        request_rollback(cluster, namespace, "templated", flags=["USE_NEW_DIALOG_CONTEXT_REPO"])
+        done = wait_phase(cluster, namespace, "templated", "Succeeded")
+        planned = done["status"]["plan"]["checks"][0]
+        assert (planned["name"], planned["type"]) == ("healthy", "http")
+        assert planned["spec"]["http"]["url"] == f"{endpoint.url}/healthz"
+        assert "templateRef" not in planned["spec"]
+        assert done["status"]["checks"][0]["phase"] == "Passed"
+
+        before = served(cluster, namespace, "USE_NEW_HOMEWORK_REVIEW_SERVICE")
+        request_rollback(
+            cluster, namespace, "untemplated", flags=["USE_NEW_HOMEWORK_REVIEW_SERVICE"], emergency=True
+        )
+        failed = wait_phase(cluster, namespace, "untemplated", "Failed")
+        assert condition(failed, "Succeeded")["reason"] == "CheckTemplateNotFound"  # type: ignore[index]
+        assert (
+            f"check missing: CheckTemplate no-such-template not found in namespace {namespace}"
+            in failed["status"]["message"]
+        )
+        assert served(cluster, namespace, "USE_NEW_HOMEWORK_REVIEW_SERVICE") == before
+        assert not failed["metadata"].get("annotations", {}).get("flagops.io/holds")
+    finally:
+        kubectl(cluster.kubeconfig, "delete", "clusterchecktemplate", template, "--ignore-not-found")

@@ -18,7 +18,7 @@ from flagops.controller.index import RollbackIndex
 from flagops.controller.rollbacks import RollbackReconciler
 from flagops.notify import Notifier
 from flagops.reconcile import locks
-from flagops.reconcile.flagset import HASH_ANNOTATION
+from flagops.reconcile.flagset import HASH_ANNOTATION, Revision
 from flagops.reconcile.targets import TargetPolicy
 from tests.fake_kube import Crash, FakeKube
 
@@ -357,3 +357,84 @@ async def test_outside_its_change_window_a_set_writes_its_configmap_and_restarts
     now = datetime.datetime(2026, 11, 28, 9, 0, tzinfo=datetime.UTC)
     await sets.reconcile(NS, "a")
     assert restarts(api, "a") == before + 1
+
+
+def edit_set(api: FakeKube, **changes: Any) -> None:
+    """An edit of the stored set (same object, uid kept): `changes` maps a flag index or a spec
+    field to what to merge in."""
+    obj = api.obj("featureflagsets", NS, "epic21")
+    assert obj is not None
+    for key, value in changes.items():
+        if key.startswith("flag"):
+            obj["spec"]["flags"][int(key[4:])].update(value)
+        else:
+            obj["spec"][key] = value
+    api.put("featureflagsets", obj)
+
+
+def revisions(api: FakeKube, set_name: str = "epic21") -> list[tuple[int, str, dict[str, Any]]]:
+    found = [o for (plural, _, _), o in api.objects.items() if plural == "controllerrevisions"]
+    parsed = [Revision.parse(o) for o in found if o["metadata"]["labels"]["flagops.io/flagset"] == set_name]
+    return sorted((r.number, r.cause, r.values) for r in parsed if r is not None)
+
+
+async def test_every_change_of_the_served_values_is_a_revision_with_its_cause(deployed: FakeKube) -> None:
+    api = deployed
+    assert revisions(api) == [(1, "created", {DIALOG: True, "USE_NEW_STORAGE_ADAPTER": False})]
+    edit_set(api, flag1={"enabled": True})
+    op = Operator(api)
+    await op.flagsets.reconcile(NS, "epic21")
+    await op.flagsets.reconcile(NS, "epic21")  # a second pass records nothing new
+    assert [r[:2] for r in revisions(api)] == [(1, "created"), (2, "spec edit (generation 1)")]
+
+    api.put("rollbackrequests", rollback())
+    await op.settle(api)
+    assert revisions(api)[-1] == (3, "rollback rb", {DIALOG: False, "USE_NEW_STORAGE_ADAPTER": True})
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None
+    request["spec"]["release"] = True
+    api.put("rollbackrequests", request)
+    await op.settle(api)
+    assert revisions(api)[-1][:2] == (4, "release rb")
+    assert api.obj("featureflagsets", NS, "epic21")["status"]["revision"] == 4  # type: ignore[index]
+
+
+async def test_revisions_beyond_the_history_limit_are_deleted(deployed: FakeKube) -> None:
+    api, op = deployed, Operator(deployed)
+    for enabled in (True, False, True, False):
+        edit_set(api, revisionHistoryLimit=2, flag1={"enabled": enabled})
+        await op.flagsets.reconcile(NS, "epic21")
+    assert [r[0] for r in revisions(api)] == [4, 5]
+
+
+async def test_a_rollback_to_a_revision_holds_that_revisions_values(deployed: FakeKube) -> None:
+    api, op = deployed, Operator(deployed)
+    edit_set(api, flag0={"enabled": False}, flag1={"enabled": True})
+    await op.flagsets.reconcile(NS, "epic21")  # revision 2: both flags flipped
+    api.put("rollbackrequests", rollback(flags=[], toRevision=1, approved=True, approvedBy="olga"))
+    await op.settle(api)
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None and request["status"]["phase"] == "Succeeded"
+    plan = request["status"]["plan"]
+    assert plan["scenario"] == "MultiFlag"
+    assert {c["name"]: (c["from"], c["to"]) for c in plan["flags"]} == {
+        DIALOG: (False, True),
+        "USE_NEW_STORAGE_ADAPTER": (True, False),
+    }
+    assert plan["holds"] == {DIALOG: True, "USE_NEW_STORAGE_ADAPTER": False}
+    assert served(api) == "true"
+
+
+async def test_a_rollback_to_a_revision_that_is_not_kept_fails_before_changing_anything(
+    deployed: FakeKube,
+) -> None:
+    api, before = deployed, served(deployed)
+    api.put("rollbackrequests", rollback(flags=[], toRevision=7, approved=True, approvedBy="olga"))
+    await Operator(api).settle(api)
+    request = api.obj("rollbackrequests", NS, "rb")
+    assert request is not None and request["status"]["phase"] == "Failed"
+    succeeded = next(c for c in request["status"]["conditions"] if c["type"] == "Succeeded")
+    assert succeeded["reason"] == "RevisionNotFound"
+    message = request["status"]["message"]
+    assert "has no revision 7" in message and "nothing was changed" in message
+    assert served(api) == before and locks.held_annotation(request) is None

@@ -16,6 +16,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   resources: [featureflagsets, rollbackrequests, rollbackdrills]
   verbs: [get, list, watch]
 - apiGroups: [flagops.io]
+  resources: [checktemplates]
+  verbs: [get]               # resolved into a request's plan when it is planned
+- apiGroups: [flagops.io]
   resources: [rollbackrequests]
   verbs: [create, patch, delete]   # triggers and drills request rollbacks; the lock annotation flagops.io/holds; drill history
 - apiGroups: [flagops.io]

@@ -23,7 +23,7 @@ from flagops.checks import http as http_probe
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import parse_status, utcnow, validation_message
 from flagops.controller.index import RollbackIndex
-from flagops.models.checks import Check
+from flagops.models.checks import Check, TemplateKind
 from flagops.models.flagset import FeatureFlagSetSpec, FeatureFlagSetStatus, RolloutStrategy, WorkloadState
 from flagops.models.rollback import (
     CheckPhase,
@@ -37,10 +37,12 @@ from flagops.models.rollback import (
     RollbackRequestStatus,
     WorkloadResult,
 )
+from flagops.models.templates import CheckTemplateSpec
 from flagops.notify import Notifier
 from flagops.reconcile import drills, locks
 from flagops.reconcile import flagset as fs
 from flagops.reconcile import rollback as logic
+from flagops.reconcile import templates as templating
 from flagops.reconcile.targets import TargetPolicy
 
 logger = logging.getLogger(__name__)
@@ -173,9 +175,21 @@ class RollbackReconciler:
             spec.flag_set, set_spec, self.index.in_namespace(body["metadata"]["namespace"])
         )
         revision = await self._revision(body, spec) if spec.to_revision is not None else None
-        result = logic.plan_rollback(spec, body["metadata"]["name"], set_spec, held, now, revision=revision)
+        namespace = body["metadata"]["namespace"]
+        result = logic.plan_rollback(
+            spec,
+            body["metadata"]["name"],
+            set_spec,
+            held,
+            now,
+            revision=revision,
+            templates=await self._templates(
+                namespace, [*spec.checks, *(k for f in set_spec.flags for k in f.checks)]
+            ),
+            namespace=namespace,
+        )
         if result.error:
-            raise Failure(c.UNKNOWN_FLAG, result.error)
+            raise Failure(result.error_reason, result.error)
         flags = (
             [change.name for change in result.plan.flags if change.requested]
             if spec.to_revision is not None
@@ -479,6 +493,28 @@ class RollbackReconciler:
                 c.FLAG_SET_INVALID, f"FeatureFlagSet {spec.flag_set} is invalid: {validation_message(err)}"
             ) from err
         return set_spec, parse_status(set_body.get("status"))
+
+    async def _templates(
+        self, namespace: str, checks: list[Check]
+    ) -> dict[templating.TemplateKey, CheckTemplateSpec | None]:
+        """The templates these checks name, as stored now (None: not found or unreadable)."""
+        found: dict[templating.TemplateKey, CheckTemplateSpec | None] = {}
+        for check in checks:
+            key = templating.key(check)
+            if key is None or key in found:
+                continue
+            kind, name = key
+            path = (
+                kube.CHECK_TEMPLATES.path(namespace, name)
+                if kind == TemplateKind.CHECK_TEMPLATE
+                else kube.CLUSTER_CHECK_TEMPLATES.path(None, name)
+            )
+            obj = await self._kube.get(path)
+            try:
+                found[key] = CheckTemplateSpec.model_validate(obj["spec"]) if obj else None
+            except ValidationError:
+                found[key] = None
+        return found
 
     async def _revision(self, body: dict[str, Any], spec: RollbackRequestSpec) -> dict[str, Any]:
         """The served values of the set's revision `toRevision`, from its ControllerRevision

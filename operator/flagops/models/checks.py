@@ -120,16 +120,33 @@ class PrometheusCheck(PrometheusQuery):
     )
 
 
+class TemplateKind(StrEnum):
+    CHECK_TEMPLATE = "CheckTemplate"
+    CLUSTER_CHECK_TEMPLATE = "ClusterCheckTemplate"
+
+
+class TemplateRef(Model):
+    kind: TemplateKind = Field(
+        default=TemplateKind.CHECK_TEMPLATE,
+        description="CheckTemplate (in the namespace of the set or request) or ClusterCheckTemplate.",
+    )
+    name: str = Field(min_length=1, max_length=253, description="Name of the template.")
+
+
 class Check(Model):
     model_config = ConfigDict(
         **Model.model_config,
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "[has(self.http), has(self.job), has(self.invariant), has(self.prometheus)]"
-                    ".filter(x, x).size() == 1",
-                    "a check has exactly one of http, job, invariant, prometheus",
-                )
+                    "[has(self.http), has(self.job), has(self.invariant), has(self.prometheus), "
+                    "has(self.templateRef)].filter(x, x).size() == 1",
+                    "a check has exactly one of http, job, invariant, prometheus, templateRef",
+                ),
+                cel(
+                    "!has(self.args) || size(self.args) == 0 || has(self.templateRef)",
+                    "args are for a templateRef: remove them, or name the template",
+                ),
             ]
         },
     )
@@ -146,6 +163,14 @@ class Check(Model):
     )
     prometheus: PrometheusCheck | None = Field(
         default=None, description="Query Prometheus; pass when every value compares well with the threshold."
+    )
+    template_ref: TemplateRef | None = Field(
+        default=None,
+        description="Use a CheckTemplate or ClusterCheckTemplate; resolved with args into the request's "
+        "plan when it is planned (its timing fields then come from the template).",
+    )
+    args: dict[str, str] = Field(
+        default_factory=dict, description="Values of the template's arguments, by name."
     )
     initial_delay_seconds: int = Field(
         default=0,
@@ -171,4 +196,6 @@ class Check(Model):
             return "http"
         if self.job:
             return "job"
+        if self.template_ref:
+            return "template"
         return "invariant" if self.invariant else "prometheus"

@@ -24,6 +24,7 @@ import yaml
 
 from flagops import kube, report
 from flagops.plugin import lint, view
+from flagops.reconcile import flagset as fs
 
 OK: Final = 0
 NOT_DONE: Final = 1
@@ -407,7 +408,14 @@ async def history(s: Session, args: argparse.Namespace) -> int:
         ]
     except kube.ApiError as err:
         raise _api_failure(err) from err
-    entries = view.history(obj, rollbacks, await s.api.events_about(s.namespace, "FeatureFlagSet", args.set))
+    try:  # reading revisions is a right of its own (apps/controllerrevisions): without it, none
+        revisions = await s.api.list(
+            kube.CONTROLLER_REVISIONS.path(s.namespace), label_selector=fs.revision_selector(args.set)
+        )
+    except kube.ApiError:
+        revisions = []
+    events = await s.api.events_about(s.namespace, "FeatureFlagSet", args.set)
+    entries = view.history(obj, rollbacks, events, fs.stored_revisions(revisions, obj["metadata"]["uid"]))
     if s.output:
         s.emit(entries)
     else:

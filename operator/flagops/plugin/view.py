@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from flagops.reconcile.flagset.revisions import Revision
 from flagops.reconcile.rollback import format_duration
 
 Obj = Mapping[str, Any]
@@ -458,9 +459,20 @@ def listing(
     return "\n".join(table([header, *rows]))
 
 
-def history(flag_set_obj: Obj, rollbacks: Sequence[Obj], events: Iterable[Obj]) -> list[dict[str, Any]]:
-    """What changed when, newest first: flag changes and rollbacks."""
-    entries: list[dict[str, Any]] = []
+def history(
+    flag_set_obj: Obj, rollbacks: Sequence[Obj], events: Iterable[Obj], revisions: Iterable[Revision] = ()
+) -> list[dict[str, Any]]:
+    """What changed when, newest first: revisions of the served values, flag changes, rollbacks."""
+    entries: list[dict[str, Any]] = [
+        {
+            "at": revision.recorded_at,
+            "what": "revision",
+            "name": str(revision.number),
+            "summary": f"{revision.cause}: "
+            + (", ".join(f"{flag} {value_text(change)}" for flag, change in revision.changed.items()) or "-"),
+        }
+        for revision in revisions
+    ]
     for flag in flag_set_obj.get("status", {}).get("flags", []):
         if flag.get("lastChangedAt"):
             entries.append(

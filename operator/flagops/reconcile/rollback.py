@@ -41,7 +41,9 @@ from flagops.models.rollback import (
     RollbackRequestStatus,
     Seconds,
 )
+from flagops.models.templates import CheckTemplateSpec
 from flagops.reconcile import flagset as fs
+from flagops.reconcile import templates as templating
 
 # -- the plan --------------------------------------------------------------------------------
 
@@ -52,6 +54,7 @@ class PlanResult:
     overrides: list[Override]  # the set's overrides once this request is applied
     checks: list[tuple[str, Check]]  # (source, check), names unique
     error: str | None = None  # what to fix when the request cannot be carried out
+    error_reason: str = c.UNKNOWN_FLAG
 
 
 def requested_flags(spec: RollbackRequestSpec, set_spec: FeatureFlagSetSpec) -> tuple[list[str], list[str]]:
@@ -110,6 +113,8 @@ def plan_rollback(
     now: datetime.datetime,
     *,
     revision: Mapping[str, Any] | None = None,
+    templates: Mapping[templating.TemplateKey, CheckTemplateSpec | None] | None = None,
+    namespace: str = "",
 ) -> PlanResult:
     """Everything the later phases need, frozen: flag changes, restarts, resolved checks.
     `held` are the overrides in force (flagops.reconcile.locks), this request's own included;
@@ -157,7 +162,18 @@ def plan_rollback(
                         to_hash=target.hash,
                     )
                 )
-    checks = gather_checks(spec, set_spec, flags)
+    try:  # templates filled in before anything changes: a missing one ends the request here
+        checks = [
+            (
+                source,
+                templating.resolve(
+                    check, (templates or {}).get(templating.key(check) or ("", "")), namespace
+                ),
+            )
+            for source, check in gather_checks(spec, set_spec, flags)
+        ]
+    except templating.TemplateError as err:
+        return PlanResult(Plan(), [], [], error=str(err), error_reason=err.reason)
     plan = Plan(
         flags=changes,
         unchanged=[f for f in flags if before[f] == after[f]],

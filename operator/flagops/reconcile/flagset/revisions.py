@@ -8,12 +8,19 @@ latest stored one is compared with what is about to be served.
 from __future__ import annotations
 
 import datetime
+import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
-from flagops.reconcile.flagset.common import MANAGED_BY, SET_ANNOTATION
+from flagops.reconcile.flagset.common import MANAGED_BY, SET_ANNOTATION, canonical_json
 from flagops.reconcile.flagset.configmap import owner_reference
+
+VALUES: Final = "flagops.io/values"  # what the set served, as JSON
+HELD: Final = "flagops.io/held"  # flag -> the RollbackRequest holding it, as JSON
+CHANGED: Final = "flagops.io/changed"  # flag -> {from, to}, as JSON
+CAUSE: Final = "flagops.io/cause"
+RECORDED_AT: Final = "flagops.io/recorded-at"
 
 # A set name is at most 253 characters; "-r" and a revision number must fit in one too.
 _MAX_PREFIX = 253 - len("-r") - 10
@@ -35,21 +42,30 @@ class Revision:
     held: dict[str, str]  # flag -> the RollbackRequest holding it when recorded
     cause: str
     uid: str = ""
+    recorded_at: str = ""
+    changed: dict[str, Any] = field(default_factory=dict)  # flag -> the value it changed to
 
     @classmethod
     def parse(cls, obj: Mapping[str, Any]) -> Revision | None:
-        data = obj.get("data") or {}
-        values, held = data.get("values"), data.get("held") or {}
-        if not isinstance(values, dict) or not isinstance(held, dict):
-            return None  # not one flagops wrote, or edited beyond reading: ignored
         meta = obj.get("metadata") or {}
+        notes = meta.get("annotations") or {}
+        try:
+            values = json.loads(notes[VALUES])
+            held = json.loads(notes.get(HELD) or "{}")
+            changed = json.loads(notes.get(CHANGED) or "{}")
+        except (KeyError, ValueError, TypeError):
+            return None  # not one flagops wrote, or edited beyond reading: ignored
+        if not isinstance(values, dict) or not isinstance(held, dict) or not isinstance(changed, dict):
+            return None
         return cls(
             number=int(obj.get("revision") or 0),
             name=str(meta.get("name", "")),
             values=values,
             held={str(k): str(v) for k, v in held.items()},
-            cause=str(data.get("cause", "")),
+            cause=str(notes.get(CAUSE, "")),
             uid=str(meta.get("uid", "")),
+            recorded_at=str(notes.get(RECORDED_AT, "")),
+            changed={str(k): v.get("to") for k, v in changed.items() if isinstance(v, dict)},
         )
 
 
@@ -97,6 +113,13 @@ def next_revision(
     if latest is not None and latest.values == dict(values):
         return None
     before = latest.values if latest else {}
+    changed = {
+        f: {"from": before.get(f), "to": values[f]}
+        for f in values
+        if f not in before or before[f] != values[f]
+    }
+    # In annotations, not `data`: data is compared byte for byte on every update (the garbage
+    # collector's orphaning re-encodes it the Go way and is refused as a change of it).
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -104,20 +127,16 @@ def next_revision(
             "name": revision_name(set_name, number),
             "namespace": namespace,
             "labels": {**MANAGED_BY, SET_ANNOTATION: set_name},
+            "annotations": {
+                VALUES: canonical_json(dict(values)),
+                HELD: canonical_json(dict(held)),
+                CHANGED: canonical_json(changed),
+                CAUSE: cause_of(latest, values, held, generation),
+                RECORDED_AT: now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            },
             "ownerReferences": [owner_reference("FeatureFlagSet", set_name, set_uid)],
         },
         "revision": number,
-        "data": {
-            "values": dict(values),
-            "held": dict(held),
-            "changed": {
-                f: {"from": before.get(f), "to": values[f]}
-                for f in values
-                if f not in before or before[f] != values[f]
-            },
-            "cause": cause_of(latest, values, held, generation),
-            "recordedAt": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        },
     }
 
 

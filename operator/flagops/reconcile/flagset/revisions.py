@@ -118,8 +118,8 @@ def next_revision(
         for f in values
         if f not in before or before[f] != values[f]
     }
-    # In annotations, not `data`: data is compared byte for byte on every update (the garbage
-    # collector's orphaning re-encodes it the Go way and is refused as a change of it).
+    # In annotations, not `data`: data is compared byte for byte on every update, and the garbage
+    # collector's orphaning re-encodes it the Go way, which would be refused as a change of it.
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",
@@ -137,6 +137,7 @@ def next_revision(
             "ownerReferences": [owner_reference("FeatureFlagSet", set_name, set_uid)],
         },
         "revision": number,
+        "data": {},  # required; an empty object survives any re-encoding
     }
 
 

@@ -496,7 +496,13 @@ def history(
     for obj in rollbacks:
         spec, status = obj.get("spec", {}), obj.get("status", {})
         durations = status.get("durations") or {}
-        flags = "all flags" if spec.get("all") else ", ".join(spec.get("flags", []))
+        flags = (
+            "all flags"
+            if spec.get("all")
+            else f"to revision {spec['toRevision']}"
+            if spec.get("toRevision")
+            else ", ".join(spec.get("flags", []))
+        )
         parts = [f"{status.get('phase') or 'Pending'}: {flags}"]
         parts += [f"reason: {spec['reason']}"] if spec.get("reason") else []
         parts += [f"incident: {spec['incident']}"] if spec.get("incident") else []

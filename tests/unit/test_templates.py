@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from flagops.models.checks import Check
 from flagops.models.templates import CheckTemplateSpec
@@ -79,3 +81,14 @@ def test_a_template_cannot_use_a_secret(check: dict[str, Any]) -> None:
     template = CheckTemplateSpec.model_validate({"check": check})
     with pytest.raises(templating.TemplateError, match="cannot hold a job check, a templateRef or a Secret"):
         templating.resolve(ref(), template, "epic21")
+
+
+def test_the_example_error_ratio_template_fills_in() -> None:
+    example = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "examples/epic21/checktemplates.yaml").read_text()
+    )
+    check = templating.resolve(
+        ref(service="butler"), CheckTemplateSpec.model_validate(example["spec"]), "epic21"
+    )
+    assert check.prometheus is not None and check.prometheus.threshold == "0.01"
+    assert 'service="butler"' in check.prometheus.query and "{{" not in check.prometheus.query

@@ -15,6 +15,7 @@ These are measurements, not tests: nothing here passes or fails.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -31,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 
 from flagops.models.flagset import WorkloadKind
@@ -453,8 +455,9 @@ def bench_budget(workdir: Path, sets: int = 200, limit: int = 0) -> dict[str, An
             stream = watch.Watch()
 
             def collect() -> None:
-                for event in stream.stream(apps.list_namespaced_deployment, ns, timeout_seconds=3600):
-                    events.append(event["raw_object"])
+                with contextlib.suppress(urllib3.exceptions.HTTPError):  # the stream closed by stop()
+                    for event in stream.stream(apps.list_namespaced_deployment, ns, timeout_seconds=3600):
+                        events.append(event["raw_object"])
 
             threading.Thread(target=collect, daemon=True).start()
             started = time.monotonic()

@@ -239,6 +239,9 @@ def stop_watch(watch: subprocess.Popen[str]) -> list[dict[str, Any]]:
     text, _ = watch.communicate(timeout=10)
     decoder, events, at = json.JSONDecoder(), [], 0
     while (at := text.find("{", at)) != -1:
-        event, at = decoder.raw_decode(text, at)
+        try:
+            event, at = decoder.raw_decode(text, at)
+        except json.JSONDecodeError:
+            break  # the last event, cut short by the terminate
         events.append(event)
     return events

@@ -13,7 +13,7 @@ import pytest
 
 from flagops_dev import devcluster
 from tests.e2e.conftest import OperatorProcess
-from tests.e2e.helpers import REPO, condition, get_set
+from tests.e2e.helpers import REPO, condition, deployments_settled, get_set
 from tests.support import Cluster, KubectlError, kubectl, kubectl_json, wait_until
 
 Spec = dict[str, Any]
@@ -140,7 +140,7 @@ REFUSED: list[tuple[str, str, Spec, str]] = [
         "rollback-flags-and-all",
         "RollbackRequest",
         {"flagSet": "s", "flags": ["A"], "all": True},
-        "name the flags to roll back in flags, or set all: true",
+        "name the flags to roll back in flags, set all: true, or name a revision in toRevision",
     ),
     ("rollback-neither", "RollbackRequest", {"flagSet": "s"}, "name the flags to roll back"),
     (
@@ -244,6 +244,8 @@ def test_accepted_but_wrong_ends_in_a_condition_and_nothing_else_is_touched(
     ns = corpus_namespace
     kubectl(cluster.kubeconfig, "-n", ns, "create", "configmap", "unrelated", "--from-literal=keep=me")
     kubectl(cluster.kubeconfig, "-n", ns, "apply", "-f", str(REPO / "examples/epic21/workloads.yaml"))
+    # Their controllers' own status updates first: what must stay is what flagops could touch.
+    wait_until("deployments settled", lambda: deployments_settled(cluster, ns))
     bystanders = {
         kind: kubectl_json(cluster.kubeconfig, "-n", ns, "get", kind, name)["metadata"]["resourceVersion"]
         for kind, name in (("configmap", "unrelated"), ("deployment", "butler"), ("deployment", "api"))

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import yaml
 
@@ -222,21 +224,31 @@ def bind(cluster: Cluster, namespace: str, role_name: str, subject: str) -> None
     )
 
 
-def start_watch(cluster: Cluster, namespace: str, resource: str, *args: str) -> subprocess.Popen[str]:
+@dataclass
+class Watch:
+    proc: subprocess.Popen[bytes]
+    output: IO[bytes]
+
+
+def start_watch(cluster: Cluster, namespace: str, resource: str, *args: str) -> Watch:
     """`kubectl get --watch`: every version of the objects from now on, in the order the API
-    server sends them (one stream, so one order across objects)."""
+    server sends them (one stream, so one order across objects). Written to a file as they
+    come: a pipe nobody reads would fill and stall the watch."""
     argv = ["kubectl", f"--kubeconfig={cluster.kubeconfig}", f"--namespace={namespace}", "get", resource]
-    return subprocess.Popen(
-        [*argv, *args, "--watch", "--output-watch-events", "--output=json"],
-        stdout=subprocess.PIPE,
-        text=True,
+    output = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_watch
+    proc = subprocess.Popen(
+        [*argv, *args, "--watch", "--output-watch-events", "--output=json"], stdout=output
     )
+    return Watch(proc, output)
 
 
-def stop_watch(watch: subprocess.Popen[str]) -> list[dict[str, Any]]:
+def stop_watch(watch: Watch) -> list[dict[str, Any]]:
     """The watch events seen so far ({"type": ..., "object": ...}), in order."""
-    watch.terminate()
-    text, _ = watch.communicate(timeout=10)
+    watch.proc.terminate()
+    watch.proc.wait(10)
+    watch.output.seek(0)
+    text = watch.output.read().decode()
+    watch.output.close()
     decoder, events, at = json.JSONDecoder(), [], 0
     while (at := text.find("{", at)) != -1:
         try:

@@ -41,7 +41,6 @@ class Revision:
     values: dict[str, Any]
     held: dict[str, str]  # flag -> the RollbackRequest holding it when recorded
     cause: str
-    uid: str = ""
     recorded_at: str = ""
     changed: dict[str, Any] = field(default_factory=dict)  # flag -> the value it changed to
 
@@ -63,7 +62,6 @@ class Revision:
             values=values,
             held={str(k): str(v) for k, v in held.items()},
             cause=str(notes.get(CAUSE, "")),
-            uid=str(meta.get("uid", "")),
             recorded_at=str(notes.get(RECORDED_AT, "")),
             changed={str(k): v.get("to") for k, v in changed.items() if isinstance(v, dict)},
         )

@@ -136,6 +136,22 @@ class FakeKube:
 
         return self._write("PATCH", path, patch, apply)
 
+    async def request(self, method: str, path: str, *, body: Body | None = None, **_: Any) -> Body:
+        """PUT only (the Leases): a replace guarded by the resourceVersion it carries."""
+        assert method == "PUT" and body is not None, f"the fake API has no raw {method}"
+        plural, namespace, name, _ = parse(path)
+        current = self.objects.get((plural, namespace, name or ""))
+        if current is None:
+            raise kube.ApiError(404, "NotFound", f"{plural} {name} not found")
+        if body["metadata"].get("resourceVersion") != current["metadata"]["resourceVersion"]:
+            raise kube.ApiError(409, "Conflict", "the object has been modified")
+        return self._write(
+            "PUT",
+            path,
+            body,
+            lambda: self._store(plural, namespace, name or "", copy.deepcopy(body), new=False, before=current),
+        )
+
     async def delete(self, path: str) -> None:
         plural, namespace, name, _ = parse(path)
         self.objects.pop((plural, namespace, name or ""), None)

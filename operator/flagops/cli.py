@@ -9,6 +9,7 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -16,6 +17,8 @@ import kopf
 from flagops import crdgen, handlers, kube, metrics, report
 from flagops.controller.leader import LeaderElector, LeadershipLost, own_identity
 from flagops.controller.runtime import Controller, Settings
+from flagops.controller.shards import Shards
+from flagops.reconcile.shards import shard_of
 from flagops.reconcile.targets import AllowedTarget, TargetPolicy
 
 logger = logging.getLogger("flagops")
@@ -39,13 +42,44 @@ async def _target_policy(client: kube.Kube, args: argparse.Namespace) -> TargetP
     )
 
 
+def _shard(client: kube.Kube, controller: Controller, lease_namespace: str, count: int) -> Shards:
+    """This replica's part in `count` shards: the controller acts only where it holds the Lease."""
+
+    def in_shard(shard: int) -> Callable[[str], bool]:
+        return lambda namespace: shard_of(namespace, count) == shard
+
+    shards = Shards(
+        client,
+        lease_namespace,
+        count,
+        identity=own_identity(),
+        acquired=lambda shard: controller.enqueue_where(in_shard(shard)),
+        drain=lambda shard: controller.drain(in_shard(shard)),
+    )
+    controller.owns = shards.owns
+    return shards
+
+
+def _lost_leadership(ended: set[asyncio.Task[Any]]) -> bool:
+    """Whether a Lease was lost, among the tasks that ended (re-raises any other error)."""
+    lost = False
+    for task in ended:
+        if task.cancelled():
+            continue
+        try:
+            task.result()
+        except LeadershipLost as err:
+            lost = True
+            logger.error("%s: stopping so that only the leader acts", err)
+    return lost
+
+
 async def _operate(args: argparse.Namespace) -> int:
     client = kube.Kube.connect(args.kubeconfig)
-    elector = (
-        LeaderElector(client, args.leader_election_namespace or _own_namespace(client))
-        if args.leader_elect
-        else None
-    )
+    lease_namespace = args.leader_election_namespace or _own_namespace(client)
+    sharded = args.shards > 1
+    elector = LeaderElector(client, lease_namespace) if args.leader_elect and not sharded else None
+    shards: Shards | None = None
     tasks: dict[str, asyncio.Task[Any]] = {}
     leading = elector is None
     server = None
@@ -73,6 +107,9 @@ async def _operate(args: argparse.Namespace) -> int:
             max_concurrent_restarts=args.max_concurrent_restarts or None,
         )
         controller = Controller(client, settings)
+        if sharded:
+            shards = _shard(client, controller, lease_namespace, args.shards)
+            tasks["shards"] = asyncio.create_task(shards.run(), name="flagops-shards")
         registry = kopf.OperatorRegistry()
         handlers.register(registry, controller)
         namespaced = bool(args.namespace)
@@ -94,16 +131,10 @@ async def _operate(args: argparse.Namespace) -> int:
         tasks["workers"] = asyncio.create_task(controller.run(), name="flagops-controller")
         # kopf handles SIGINT/SIGTERM itself; its cleanup handler stops the workers (handlers.py).
         scope = f"namespaces {', '.join(args.namespace)}" if namespaced else "all namespaces"
-        logger.info("flagops operator started, watching %s", scope)
+        sharding = f", one of {args.shards} shards each (Leases in {lease_namespace})" if sharded else ""
+        logger.info("flagops operator started, watching %s%s", scope, sharding)
         done, _ = await asyncio.wait(tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            if task.cancelled() or stop.is_set():
-                continue
-            try:
-                task.result()  # re-raise what ended it
-            except LeadershipLost as err:
-                lost = True
-                logger.error("%s: stopping so that only the leader acts", err)
+        lost = not stop.is_set() and _lost_leadership(done)
     finally:
         stop.set()
         for task in tasks.values():
@@ -112,6 +143,8 @@ async def _operate(args: argparse.Namespace) -> int:
         await asyncio.gather(*tasks.values(), return_exceptions=True)
         if elector is not None and leading and not lost:
             await elector.release()
+        if shards is not None and not lost:
+            await shards.release()
         if server is not None:
             await server.cleanup()
         await client.close()
@@ -170,6 +203,16 @@ def _allowed_targets(value: str) -> str:
                 AllowedTarget.parse(part)
             except ValueError as err:
                 raise argparse.ArgumentTypeError(str(err)) from err
+    return value
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return value
 
 
@@ -236,6 +279,15 @@ def parser() -> argparse.ArgumentParser:
         metavar="N",
         help="rollouts in progress at once across all sets; restarts beyond wait as Pending, so a "
         "change touching many sets proceeds in waves (rollbacks are never held back; 0: no limit)",
+    )
+    p_run.add_argument(
+        "--shards",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="split the namespaces into N shards, each acted on by the replica holding its Lease "
+        "`flagops-shard-I` (in the --leader-election-namespace); run up to N replicas with the same N. "
+        "1 (default): no shards (see --leader-elect)",
     )
     p_run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     p_run.set_defaults(func=run)

@@ -83,15 +83,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
     def flagset_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
         if namespace is None:
             return
+        key, triggers = Key("FeatureFlagSet", namespace, name), Key("Triggers", namespace, name)
+        controller.track(key, deleted=type == "DELETED")
+        controller.track(triggers, deleted=type == "DELETED" or not _has_triggers(body.get("spec")))
         if type == "DELETED":
             controller.workloads.remove(namespace, name)
             controller.flagsets.forget(namespace, name)
             return
         controller.workloads.update(namespace, name, body.get("spec"))
-        controller.enqueue(Key("FeatureFlagSet", namespace, name))
+        controller.enqueue(key)
         if _has_triggers(body.get("spec")):
             # Evaluated on its own timer; an event only makes sure the timer runs.
-            controller.queue.ensure(Key("Triggers", namespace, name))
+            controller.ensure(triggers)
 
     @kopf.on.event(GROUP, VERSION, "rollbackrequests", registry=registry)
     def rollback_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
@@ -99,6 +102,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             return
         spec = body.get("spec") or {}
         flag_set = spec.get("flagSet")
+        controller.track(Key("RollbackRequest", namespace, name), deleted=type == "DELETED")
         if type == "DELETED":
             before = controller.rollback_index.remove(namespace, name)
         else:
@@ -114,9 +118,18 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
 
     @kopf.on.event(GROUP, VERSION, "rollbackdrills", registry=registry)
     def drill_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
-        if namespace is not None and type != "DELETED":
+        if namespace is None:
+            return
+        controller.track(Key("RollbackDrill", namespace, name), deleted=type == "DELETED")
+        if type != "DELETED":
             controller.enqueue(Key("RollbackDrill", namespace, name))
 
+    _register_workloads(registry, controller)
+    logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+
+
+def _register_workloads(registry: kopf.OperatorRegistry, controller: Controller) -> None:
+    """A workload's events wake the sets that consume it and the rollbacks waiting on it."""
     for kind, plural in (
         ("Deployment", "deployments"),
         ("StatefulSet", "statefulsets"),
@@ -138,5 +151,3 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
                 controller.enqueue(Key("RollbackRequest", namespace, rollback))
 
         kopf.on.event("apps", "v1", plural, registry=registry, id=f"{plural}-event")(workload_event)
-
-    logging.getLogger("kopf.objects").setLevel(logging.WARNING)

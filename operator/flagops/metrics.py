@@ -93,6 +93,11 @@ ROLLOUTS_IN_PROGRESS: Final = Gauge(
     "Workload restarts started by flagops and not yet complete.",
     registry=REGISTRY,
 )
+SHARDS_HELD: Final = Gauge(
+    "flagops_shards_held",
+    "Shards this replica holds the Lease of and acts on (with --shards).",
+    registry=REGISTRY,
+)
 TRIGGER_FIRINGS: Final = Counter(
     "flagops_trigger_firings_total",
     "Triggers that created a RollbackRequest.",

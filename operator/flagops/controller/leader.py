@@ -47,6 +47,20 @@ def own_identity() -> str:
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{os.getpid()}"
 
 
+def overdue(lease: dict[str, Any], now: datetime.datetime | None = None) -> float:
+    """Seconds since the Lease's holder should have renewed it (negative: not yet due)."""
+    spec = lease.get("spec") or {}
+    renewed = _parse(spec.get("renewTime")) or _parse(spec.get("acquireTime"))
+    if renewed is None:
+        return float("inf")
+    return ((now or _now()) - renewed).total_seconds() - float(spec.get("leaseDurationSeconds") or 0)
+
+
+def expired(lease: dict[str, Any], now: datetime.datetime | None = None) -> bool:
+    """Whether the Lease's holder has not renewed it within its duration."""
+    return overdue(lease, now) > 0
+
+
 class LeaderElector:
     def __init__(
         self,
@@ -110,12 +124,21 @@ class LeaderElector:
         except kube.ApiError as err:
             logger.warning("could not release the Lease: %s", err)
 
+    @property
+    def name(self) -> str:
+        return self._name
+
     async def _try(self) -> bool:
         """Acquire or renew; True when this candidate holds the Lease afterwards."""
+        return await self.claim(await self._kube.get(LEASES.path(self._namespace, self._name)))
+
+    async def claim(self, lease: dict[str, Any] | None) -> bool:
+        """Acquire or renew the Lease as last read (None: it does not exist); True when this
+        candidate holds it afterwards. The write carries the read's resourceVersion, so a read
+        from a LIST is as safe as a GET: a newer holder makes it fail with a conflict."""
         path = LEASES.path(self._namespace, self._name)
         now = _now()
         stamp = now.strftime(_MICRO)
-        lease = await self._kube.get(path)
         spec: dict[str, Any] = {
             "holderIdentity": self.identity,
             "leaseDurationSeconds": int(self._duration),
@@ -137,11 +160,7 @@ class LeaderElector:
             return True
         current = lease.get("spec") or {}
         holder = current.get("holderIdentity") or ""
-        renewed = _parse(current.get("renewTime")) or _parse(current.get("acquireTime"))
-        expired = renewed is None or (now - renewed).total_seconds() > float(
-            current.get("leaseDurationSeconds") or 0
-        )
-        if holder and holder != self.identity and not expired:
+        if holder and holder != self.identity and not expired(lease, now):
             return False
         if holder != self.identity:
             spec["acquireTime"] = stamp

@@ -65,6 +65,11 @@ class WorkQueue(Generic[K]):
         self._processing.add(key)
         return key
 
+    @property
+    def processing(self) -> frozenset[K]:
+        """The keys workers hold now."""
+        return frozenset(self._processing)
+
     def done(self, key: K) -> None:
         self._processing.discard(key)
         if key in self._dirty:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -107,13 +108,46 @@ class Controller:
         )
         self.workloads = WorkloadIndex()
         self.owned = OwnedWatcher(client, self.enqueue_set, settings.namespaces)
+        # With shards, whether this replica acts on a namespace now (see controller/shards.py).
+        self.owns: Callable[[str], bool] = lambda _namespace: True
+        # Every object on the watches, acted on here or not: a shard taken over gets a pass
+        # for each of its objects without listing them again.
+        self._known: set[Key] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
+    def track(self, key: Key, *, deleted: bool = False) -> None:
+        """An object's watch event (its own key): remembered for a shard takeover."""
+        if deleted:
+            self._known.discard(key)
+        else:
+            self._known.add(key)
+
     def enqueue(self, key: Key) -> None:
-        self.queue.add(key)
+        if self.owns(key.namespace):
+            self.queue.add(key)
+
+    def ensure(self, key: Key) -> None:
+        if self.owns(key.namespace):
+            self.queue.ensure(key)
 
     def enqueue_set(self, namespace: str, name: str) -> None:
-        self.queue.add(Key("FeatureFlagSet", namespace, name))
+        self.enqueue(Key("FeatureFlagSet", namespace, name))
+
+    def enqueue_where(self, in_scope: Callable[[str], bool]) -> None:
+        """A pass for every known object in the namespaces `in_scope` accepts (a shard taken)."""
+        for key in list(self._known):
+            if not in_scope(key.namespace):
+                continue
+            if key.kind == "Triggers":
+                self.ensure(key)
+            else:
+                self.enqueue(key)
+
+    async def drain(self, in_scope: Callable[[str], bool]) -> None:
+        """Until no pass runs in the namespaces `in_scope` accepts (a shard given up; new passes
+        there are no longer started, see `owns`)."""
+        while any(in_scope(key.namespace) for key in self.queue.processing):
+            await asyncio.sleep(0.05)
 
     async def run(self) -> None:
         # No set is reconciled before its locks are known.
@@ -155,6 +189,9 @@ class Controller:
     async def _worker(self, number: int) -> None:
         while True:
             key = await self.queue.get()
+            if not self.owns(key.namespace):  # queued before its shard went to another replica
+                self.queue.done(key)
+                continue
             started = time.monotonic()
             try:
                 again = await self._reconcile(key)

@@ -117,6 +117,20 @@ class Operator:
             text = resp.read().decode()
         return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + "{"))
 
+    def requests_by_kind(self) -> dict[str, int]:
+        """flagops_api_requests_total by "METHOD resource", largest first."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("flagops_api_requests_total{"):
+                labels = dict(
+                    part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(",")
+                )
+                key = f"{labels['method'].strip(chr(34))} {labels['resource'].strip(chr(34))}"
+                counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
@@ -385,6 +399,8 @@ def bench_scale(workdir: Path, sets: int, flags: int = 20, rollbacks: int = 0) -
                 "start_to_all_ready_s": round(all_ready_s, 1),
                 "peak_rss_mib": round(op.peak_rss_mib(), 1),
                 "api_requests": int(op.metric_sum("flagops_api_requests_total")),
+                "api_requests_per_set": round(op.metric_sum("flagops_api_requests_total") / sets, 2),
+                "api_requests_by_kind": op.requests_by_kind(),
             }
             if rollbacks:
                 started = time.monotonic()

@@ -55,6 +55,7 @@ class FakeKube:
     def __init__(self) -> None:
         self.objects: dict[tuple[str, str | None, str], Body] = {}
         self.writes: list[tuple[str, str, Body]] = []  # (verb, path, body) of every write
+        self.reads: list[tuple[str, str]] = []  # (GET or LIST, path) of every read
         self.complete_rollouts = True
         self._versions = itertools.count(1)
         self._crash_in: int | None = None
@@ -82,6 +83,7 @@ class FakeKube:
         return "127.0.0.1", 6443
 
     async def get(self, path: str) -> Body | None:
+        self.reads.append(("GET", path))
         plural, namespace, name, _ = parse(path)
         found = self.objects.get((plural, namespace, name or ""))
         return copy.deepcopy(found) if found else None
@@ -90,6 +92,7 @@ class FakeKube:
         return (await self.list_versioned(path, label_selector=label_selector))[0]
 
     async def list_versioned(self, path: str, *, label_selector: str | None = None) -> tuple[list[Body], str]:
+        self.reads.append(("LIST", path))
         plural, namespace, _, _ = parse(path)
         wanted = dict(kv.split("=", 1) for kv in label_selector.split(",")) if label_selector else {}
         items = [
@@ -149,7 +152,9 @@ class FakeKube:
             "PUT",
             path,
             body,
-            lambda: self._store(plural, namespace, name or "", copy.deepcopy(body), new=False, before=current),
+            lambda: self._store(
+                plural, namespace, name or "", copy.deepcopy(body), new=False, before=current
+            ),
         )
 
     async def delete(self, path: str) -> None:

@@ -91,6 +91,8 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             controller.flagsets.forget(namespace, name)
             return
         controller.workloads.update(namespace, name, body.get("spec"))
+        if controller.owns(namespace):
+            controller.flagsets.observe(body)
         controller.enqueue(key)
         if _has_triggers(body.get("spec")):
             # Evaluated on its own timer; an event only makes sure the timer runs.

@@ -61,6 +61,17 @@ class ApiError(Exception):
         return self.status == 404
 
 
+def resource_of(path: str) -> str:
+    """The resource a REST path names ("configmaps", "featureflagsets/status"), for metrics."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    parts = parts[2:] if parts[:1] == ["api"] else parts[3:]
+    if len(parts) >= 2 and parts[0] == "namespaces":
+        parts = parts[2:] or ["namespaces"]
+    if not parts:
+        return "other"
+    return f"{parts[0]}/{parts[2]}" if len(parts) > 2 else parts[0]
+
+
 @dataclass(frozen=True)
 class Resource:
     """Where a kind lives in the REST API."""
@@ -225,7 +236,7 @@ class Kube:
         if params:
             url += "?" + urllib.parse.urlencode(params)
         for attempt, delay in enumerate((*_RETRY_DELAYS, None)):
-            metrics.API_REQUESTS.labels(method).inc()
+            metrics.API_REQUESTS.labels(method, resource_of(path)).inc()
             try:
                 async with self._session.request(
                     method, url, json=body, headers=self._headers(content_type if body is not None else None)
@@ -305,7 +316,7 @@ class Kube:
         if field_selector:
             params["fieldSelector"] = field_selector
         url = self._server + path + "?" + urllib.parse.urlencode(params)
-        metrics.API_REQUESTS.labels("WATCH").inc()
+        metrics.API_REQUESTS.labels("WATCH", resource_of(path)).inc()
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=timeout_seconds + 30)
         try:
             async with self._session.get(url, headers=self._headers(None), timeout=timeout) as resp:

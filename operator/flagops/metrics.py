@@ -107,7 +107,7 @@ TRIGGER_FIRINGS: Final = Counter(
 API_REQUESTS: Final = Counter(
     "flagops_api_requests_total",
     "Requests flagops sent to the API server (kopf's watches aside).",
-    ["method"],
+    ["method", "resource"],
     registry=REGISTRY,
 )
 NOTIFICATIONS: Final = Counter(

@@ -12,9 +12,11 @@ from typing import Any
 
 import pytest
 
+from flagops import kube
 from flagops.controller.events import EventRecorder
 from flagops.controller.flagsets import FlagSetReconciler, Rollouts
 from flagops.controller.index import RollbackIndex
+from flagops.controller.owned import OwnedWatcher
 from flagops.controller.rollbacks import RollbackReconciler
 from flagops.notify import Notifier
 from flagops.reconcile import locks
@@ -438,3 +440,78 @@ async def test_a_rollback_to_a_revision_that_is_not_kept_fails_before_changing_a
     message = request["status"]["message"]
     assert "has no revision 7" in message and "nothing was changed" in message
     assert served(api) == before and locks.held_annotation(request) is None
+
+
+def watched_set(api: FakeKube) -> tuple[FlagSetReconciler, OwnedWatcher]:
+    """A set reconciler fed by watches, as in the operator: the sets' events and the ConfigMaps'."""
+    owned = OwnedWatcher(api, lambda namespace, name: None, [NS])  # type: ignore[arg-type]
+    events = EventRecorder(api, instance="test")  # type: ignore[arg-type]
+    sets = FlagSetReconciler(api, events, rollbacks=RollbackIndex(), owned=owned)  # type: ignore[arg-type]
+    return sets, owned
+
+
+def verbs(api: FakeKube, plural: str) -> list[str]:
+    """The reads and writes of `plural` since the last clear, in order."""
+    reads = [verb for verb, path in api.reads if f"/{plural}" in path]
+    writes = [verb for verb, path, _ in api.writes if f"/{plural}" in path]
+    return reads + writes
+
+
+async def test_a_new_set_from_the_watch_costs_three_writes_and_no_read() -> None:
+    api = FakeKube()
+    sets, owned = watched_set(api)
+    await owned.relist(kube.CONFIGMAPS.paths([NS])[0])
+    body = small_set("a", enabled=True)
+    body["spec"]["flags"][0]["workloads"] = []  # no restart, so no RestartingWorkload Event
+    sets.observe(api.put("featureflagsets", body))
+    api.reads.clear()
+
+    await sets.reconcile(NS, "a")
+    assert verbs(api, "featureflagsets") == ["PATCH"]  # its status; the body came from the watch
+    assert verbs(api, "configmaps") == ["POST"]  # known absent: created without a GET
+    assert verbs(api, "controllerrevisions") == ["POST"]  # revision 1, without listing first
+    assert verbs(api, "events") == []  # a new set served as written is no news
+    assert api.obj("featureflagsets", NS, "a")["status"]["revision"] == 1  # type: ignore[index]
+
+    # Its own status write comes back on the watch: a pass that finds everything as wanted.
+    api.reads.clear()
+    api.writes.clear()
+    sets.observe(api.obj("featureflagsets", NS, "a"))  # type: ignore[arg-type]
+    await sets.reconcile(NS, "a")
+    assert api.reads == []
+    assert api.writes == []
+
+
+async def test_a_stale_body_from_the_watch_costs_a_conflict_and_the_retry_reads_fresh() -> None:
+    api = FakeKube()
+    api.put("deployments", deployment("a"))
+    sets, owned = watched_set(api)
+    await owned.relist(kube.CONFIGMAPS.paths([NS])[0])
+    stale = api.put("featureflagsets", small_set("a", enabled=False))
+    api.put("featureflagsets", small_set("a", enabled=True))  # edited before the pass ran
+    sets.observe(stale)
+    with pytest.raises(kube.ApiError) as raised:
+        await sets.reconcile(NS, "a")
+    assert raised.value.conflict
+    await sets.reconcile(NS, "a")  # the queue's retry
+    assert api.obj("configmaps", NS, "a")["data"]["F"] == "true"  # type: ignore[index]
+    assert api.obj("featureflagsets", NS, "a")["status"]["effective"] == {"F": True}  # type: ignore[index]
+
+
+async def test_a_revision_1_left_behind_is_found_by_listing_and_numbered_above() -> None:
+    api = FakeKube()
+    api.put("deployments", deployment("a"))
+    sets, owned = watched_set(api)
+    await owned.relist(kube.CONFIGMAPS.paths([NS])[0])
+    leftover = {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": {"name": "a-r1", "namespace": NS, "labels": {"flagops.io/flagset": "a"}},
+        "revision": 1,
+        "data": {},
+    }
+    api.put("controllerrevisions", leftover)  # a predecessor's, awaiting garbage collection
+    sets.observe(api.put("featureflagsets", small_set("a", enabled=True)))
+    await sets.reconcile(NS, "a")
+    assert api.obj("featureflagsets", NS, "a")["status"]["revision"] == 2  # type: ignore[index]
+    assert api.obj("controllerrevisions", NS, "a-r2") is not None

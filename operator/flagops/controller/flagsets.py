@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import datetime
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +19,7 @@ from flagops import conditions as c
 from flagops import kube, metrics
 from flagops.controller.events import EventRecorder
 from flagops.controller.index import RollbackIndex
+from flagops.controller.owned import OwnedWatcher
 from flagops.models.common import ConditionStatus
 from flagops.models.flagset import (
     FeatureFlagSetSpec,
@@ -108,13 +109,19 @@ class FlagSetReconciler:
         *,
         rollbacks: RollbackIndex,
         rollouts: Rollouts | None = None,
+        owned: OwnedWatcher | None = None,
         clock: Clock = utcnow,
     ) -> None:
         self._kube = client
         self._events = recorder
         self._rollbacks = rollbacks
         self.rollouts = rollouts or Rollouts()
+        self._owned = owned
         self._clock = clock
+        # The set as the watch last delivered it, until a pass takes it: that pass needs no GET.
+        # Safe because every write of a set's status carries the resourceVersion it was computed
+        # from: a stale body fails with a conflict, and the retry reads the set fresh.
+        self._delivered: dict[tuple[str, str], dict[str, Any]] = {}
         # A set's status has two writers (this reconciler and the trigger evaluator):
         # both hold the set's lock in this process; resourceVersion guards across processes.
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -157,7 +164,15 @@ class FlagSetReconciler:
 
         await self.patch_status(namespace, name, degrade)
 
+    def observe(self, body: Mapping[str, Any]) -> None:
+        """A watch event's set, for the next pass to read instead of a GET."""
+        meta = body.get("metadata") or {}
+        # managedFields are a large part of a body and a pass never reads them.
+        slim = {**body, "metadata": {k: v for k, v in meta.items() if k != "managedFields"}}
+        self._delivered[(str(meta.get("namespace")), str(meta.get("name")))] = slim
+
     def forget(self, namespace: str, name: str) -> None:
+        self._delivered.pop((namespace, name), None)
         self.rollouts.forget(namespace, name)
         metrics.forget_flagset(namespace, name)
         lock = self._locks.get((namespace, name))
@@ -170,7 +185,9 @@ class FlagSetReconciler:
             return await self._reconcile(namespace, name)
 
     async def _reconcile(self, namespace: str, name: str) -> float | None:
-        body = await self._kube.get(kube.FLAGSETS.path(namespace, name))
+        body = self._delivered.pop((namespace, name), None) or await self._kube.get(
+            kube.FLAGSETS.path(namespace, name)
+        )
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None  # the ConfigMap goes with it (ownerReference)
         meta = body["metadata"]
@@ -254,15 +271,17 @@ class FlagSetReconciler:
         now served (None: unchanged)."""
         namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
         path = kube.CONFIGMAPS.path(namespace, cm_name)
-        existing = await self._kube.get(path)
+        known, seen = self._owned.lookup(namespace, cm_name) if self._owned else (False, None)
+        if seen is not None and seen.matches(desired):
+            return None, None  # as wanted, as far as the watch has told: nothing to write
+        existing = None if known and seen is None else await self._kube.get(path)
         revision: int | None = None
         if existing is None:
-            revision = await self._record_revision(body, spec, resolution, now)
-            await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
-            written = previous.config_map
-            if written is not None and written.name == cm_name and written.hash:
-                await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
-            return None, revision
+            revision, existing = await self._create_configmap(
+                body, desired, previous, spec=spec, resolution=resolution, now=now
+            )
+            if existing is None:
+                return None, revision
         owned = logic.owned_by(existing, body["metadata"]["uid"])
         adopting = not owned and logic.left_by_predecessor(existing, body["metadata"]["name"])
         if not owned and not adopting:
@@ -276,7 +295,9 @@ class FlagSetReconciler:
         if patch is not None:
             if patch.get("data"):
                 revision = await self._record_revision(body, spec, resolution, now)
-            await self._kube.patch(path, patch)
+            updated = await self._kube.patch(path, patch)
+            if self._owned:
+                self._owned.remember(updated)
             if patch.get("data") and not logic.configmap_intact(existing):
                 await self._drift(body, f"ConfigMap {cm_name} was edited by hand; put the served values back")
         if adopting:
@@ -288,18 +309,74 @@ class FlagSetReconciler:
             )
         return None, revision
 
+    async def _create_configmap(
+        self,
+        body: dict[str, Any],
+        desired: dict[str, Any],
+        previous: FeatureFlagSetStatus,
+        *,
+        spec: FeatureFlagSetSpec,
+        resolution: logic.Resolution,
+        now: datetime.datetime,
+    ) -> tuple[int, dict[str, Any] | None]:
+        """Create the ConfigMap, its revision recorded first; the revision, and the ConfigMap
+        found in the way if one exists already (not flagops', so not watched; or just made)."""
+        namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
+        revision = await self._record_revision(body, spec, resolution, now, first=previous.revision is None)
+        try:
+            created = await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
+        except kube.ApiError as err:
+            existing = (
+                await self._kube.get(kube.CONFIGMAPS.path(namespace, cm_name)) if err.conflict else None
+            )
+            if existing is None:
+                raise
+            return revision, existing
+        if self._owned:
+            self._owned.remember(created)
+        written = previous.config_map
+        if written is not None and written.name == cm_name and written.hash:
+            await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
+        return revision, None
+
     async def _record_revision(
         self,
         body: dict[str, Any],
         spec: FeatureFlagSetSpec,
         resolution: logic.Resolution,
         now: datetime.datetime,
+        *,
+        first: bool = False,
     ) -> int:
         """Before new values are served: a ControllerRevision for them, unless the latest stored
         one has them already (a pass cut short after recording it). Older ones beyond the
-        set's revisionHistoryLimit are deleted. Returns the revision now served."""
+        set's revisionHistoryLimit are deleted. Returns the revision now served.
+
+        `first`: the set has recorded no revision yet, as far as its status says; revision 1
+        is created without listing first, and only if it exists already (a status wiped, a
+        pass cut short, a predecessor's) are the stored ones listed."""
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
+        if first:
+            initial = logic.next_revision(
+                namespace=namespace,
+                set_name=name,
+                set_uid=meta["uid"],
+                latest=None,
+                number=1,
+                values=resolution.values,
+                held={flag: o.held_by for flag, o in resolution.held.items()},
+                generation=int(meta.get("generation", 0)),
+                now=now,
+            )
+            assert initial is not None
+            try:
+                await self._kube.create(kube.CONTROLLER_REVISIONS.path(namespace), initial)
+            except kube.ApiError as err:
+                if not err.conflict:
+                    raise
+            else:
+                return 1
         listed = await self._kube.list(
             kube.CONTROLLER_REVISIONS.path(namespace), label_selector=logic.revision_selector(name)
         )
@@ -455,6 +532,8 @@ class FlagSetReconciler:
             old, new = c.find(before.conditions, type_), c.find(after.conditions, type_)
             if new is None or (old is not None and (old.status, old.reason) == (new.status, new.reason)):
                 continue
+            if type_ == c.READY and old is None and new.status == ConditionStatus.TRUE:
+                continue  # a new set served as written is no news; an Event per set would flood
             if type_ == c.DEGRADED and new.status == ConditionStatus.TRUE:
                 await self._events.emit(
                     body, reason=new.reason, note=new.message, action="Reconcile", warning=True

@@ -3,13 +3,20 @@
 The ConfigMaps are watched server-side by label (`app.kubernetes.io/managed-by=flagops`), so
 no other ConfigMap's body is ever read. An edited or deleted one wakes its set, whose pass
 puts it back. A periodic resync of every set heals whatever an event missed.
+
+The watch also keeps a fingerprint of each ConfigMap (`Seen`): a pass that finds its
+ConfigMap as it wants it, or absent, needs no GET. Only the fingerprint, not the body: a
+pass that changes a ConfigMap reads it fresh first, and 10,000 bodies would cost more memory
+than the GETs they save.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from flagops import kube
 from flagops.reconcile import flagset as fs
@@ -23,26 +30,95 @@ RETRY_SECONDS = 2.0
 EnqueueSet = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What a pass needs to know about a ConfigMap without reading it: its metadata flagops
+    compares, and a digest of its data."""
+
+    resource_version: str
+    metadata: dict[str, Any]
+    data_digest: str
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any]) -> Seen:
+        meta = obj.get("metadata") or {}
+        return cls(
+            resource_version=str(meta.get("resourceVersion") or ""),
+            metadata={k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta},
+            data_digest=fs.sha256(obj.get("data") or {}),
+        )
+
+    def matches(self, desired: Mapping[str, Any]) -> bool:
+        """Whether writing `desired` would change nothing (fs.configmap_patch finds no change)."""
+        if self.data_digest != fs.sha256(desired["data"]):
+            return False
+        return fs.configmap_patch({"metadata": self.metadata, "data": desired["data"]}, desired) is None
+
+
 class OwnedWatcher:
     def __init__(self, client: kube.Kube, enqueue_set: EnqueueSet, namespaces: Sequence[str]) -> None:
         self._kube = client
         self._enqueue_set = enqueue_set
         self._paths = kube.CONFIGMAPS.paths(namespaces)
+        # Watched namespace (None: all) -> its path; a path is in _listed once its LIST is in.
+        self._scopes: dict[str | None, str] = (
+            dict(zip(namespaces, self._paths, strict=True)) if namespaces else {None: self._paths[0]}
+        )
+        self._listed: set[str] = set()
+        self._seen_by_path: dict[str, dict[tuple[str, str], Seen]] = {path: {} for path in self._paths}
+
+    def lookup(self, namespace: str, name: str) -> tuple[bool, Seen | None]:
+        """(known, what was seen): known is False until the namespace's LIST is in; then a
+        None means no ConfigMap of flagops' by that name exists, as far as the watch has told."""
+        path = self._scopes.get(namespace) or self._scopes.get(None)
+        if path is None or path not in self._listed:
+            return False, None
+        return True, self._seen_by_path[path].get((namespace, name))
+
+    def remember(self, obj: Mapping[str, Any]) -> None:
+        """A ConfigMap as flagops' own write left it (ahead of the watch event)."""
+        meta = obj.get("metadata") or {}
+        path = self._scopes.get(meta.get("namespace")) or self._scopes.get(None)
+        if path is not None:
+            self._store(path, obj)
+
+    def _store(self, path: str, obj: Mapping[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        cached = self._seen_by_path[path].get(key)
+        seen = Seen.of(obj)
+        if cached is None or _newer(seen.resource_version, cached.resource_version):
+            self._seen_by_path[path][key] = seen
 
     async def run(self) -> None:
         await asyncio.gather(*(self._watch(path) for path in self._paths))
+
+    async def relist(self, path: str) -> str:
+        """What exists now (reconciled by the sets' own first passes); the version to watch from."""
+        items, version = await self._kube.list_versioned(path, label_selector=SELECTOR)
+        self._seen_by_path[path] = {}
+        for item in items:
+            self._store(path, item)
+        self._listed.add(path)
+        return version
 
     async def _watch(self, path: str) -> None:
         version = ""
         while True:
             try:
                 if not version:
-                    # What exists now is reconciled by the sets' own first passes.
-                    _, version = await self._kube.list_versioned(path, label_selector=SELECTOR)
+                    version = await self.relist(path)
                 async for kind, obj in self._kube.watch(
                     path, label_selector=SELECTOR, resource_version=version
                 ):
                     version = str(obj.get("metadata", {}).get("resourceVersion") or version)
+                    if kind == "DELETED":
+                        meta = obj.get("metadata", {})
+                        self._seen_by_path[path].pop(
+                            (str(meta.get("namespace")), str(meta.get("name"))), None
+                        )
+                    elif kind in ("ADDED", "MODIFIED"):
+                        self._store(path, obj)
                     self._seen(kind, obj)
             except kube.ApiError as err:
                 if err.status == 410:  # too old to resume from: list again
@@ -68,6 +144,15 @@ class OwnedWatcher:
                 owner,
             )
             self._enqueue_set(str(meta.get("namespace")), str(owner))
+
+
+def _newer(version: str, than: str) -> bool:
+    """Whether resourceVersion `version` is later than `than`. They are etcd revisions, compared
+    as numbers (as the API server's watch cache does); anything else counts as newer."""
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return True
 
 
 async def resync(

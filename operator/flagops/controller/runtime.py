@@ -88,11 +88,13 @@ class Controller:
         self.events = EventRecorder(client)
         self.notifier = Notifier(client)
         self.rollback_index = RollbackIndex()
+        self.owned = OwnedWatcher(client, self.enqueue_set, settings.namespaces)
         self.flagsets = FlagSetReconciler(
             client,
             self.events,
             rollbacks=self.rollback_index,
             rollouts=Rollouts(settings.max_concurrent_restarts, wake=self.enqueue_set),
+            owned=self.owned,
         )
         self.rollbacks = RollbackReconciler(
             client,
@@ -107,7 +109,6 @@ class Controller:
             client, self.events, self.flagsets, self.rollbacks.prober, self.notifier
         )
         self.workloads = WorkloadIndex()
-        self.owned = OwnedWatcher(client, self.enqueue_set, settings.namespaces)
         # With shards, whether this replica acts on a namespace now (see controller/shards.py).
         self.owns: Callable[[str], bool] = lambda _namespace: True
         # Every object on the watches, acted on here or not: a shard taken over gets a pass

@@ -69,9 +69,12 @@ manifests: venv controlplane ## render manifests/ from the Helm chart, argocd/ar
 test: venv controlplane prometheus node image argocd lint ## everything CI runs: lint, unit and e2e tests on a real control plane
 	$(BIN)/pytest
 
-.PHONY: bench
-bench: venv controlplane ## run the benchmarks (several minutes) and print their results as JSON
+.PHONY: bench bench-quick
+bench: venv controlplane ## run every benchmark (about 45 minutes on 2 cores) and print their results as JSON
 	$(BIN)/python benchmarks/run.py all
+
+bench-quick: venv controlplane ## the benchmarks at smaller sizes: a smoke run of a few minutes
+	$(BIN)/python benchmarks/run.py all --quick
 
 .PHONY: demo
 demo: venv controlplane prometheus node image ## start the local control plane and show flagops at work

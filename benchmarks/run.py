@@ -1,13 +1,19 @@
 """flagops benchmarks, on the local control plane (a fresh one per run).
 
-    python benchmarks/run.py latency     flag edited -> ConfigMap updated -> restart patched (200 edits)
-    python benchmarks/run.py overhead    a RollbackRequest vs the same steps as a kubectl script
-    python benchmarks/run.py scale       sets of 20 flags: start to all Ready, peak RSS, API requests;
-                                         100 concurrent RollbackRequests
+    python benchmarks/run.py latency     flag edited -> ConfigMap updated -> restart patched (200 edits),
+                                         with maxParallel 1 and 4
+    python benchmarks/run.py overhead    a RollbackRequest vs the same steps as a kubectl script, 15
+                                         rounds alternating: one flag, and the Epic 21 emergency shape
+    python benchmarks/run.py scale       sets of 20 flags (100 to 10,000): start to all Ready, peak RSS,
+                                         API requests; 100 concurrent RollbackRequests
+    python benchmarks/run.py shards      9,000 sets in 90 namespaces: 1 replica, then 3 with --shards 3
+    python benchmarks/run.py takeover    the holder of a shard SIGKILLed: until another holds it and
+                                         serves an edit made at the kill (3 rounds)
     python benchmarks/run.py budget      a flag turned on in 200 sets at once, each read by its own
                                          Deployment: peak concurrent rollouts and time to all rolled
                                          out, with --max-concurrent-restarts 20 and with no limit
-    python benchmarks/run.py all         all of them; prints a Markdown report (RESULTS.md)
+    python benchmarks/run.py all         all of them (make bench); --quick: smaller sizes, no budget,
+                                         a smoke run of a few minutes (make bench-quick)
 
 These are measurements, not tests: nothing here passes or fails.
 """
@@ -210,7 +216,7 @@ class Watcher:
                 self.changed.wait(left)
 
 
-def bench_latency(workdir: Path, edits: int = 200) -> dict[str, Any]:
+def bench_latency(workdir: Path, edits: int = 200, max_parallel: int = 1) -> dict[str, Any]:
     with environment(workdir) as (_, kubeconfig):
         api = config.new_client_from_config(str(kubeconfig))
         core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
@@ -219,6 +225,7 @@ def bench_latency(workdir: Path, edits: int = 200) -> dict[str, Any]:
         for i in range(4):
             apps.create_namespaced_deployment(ns, deployment(f"app-{i}"))
         spec = flagset("bench", 20, {i: f"app-{i % 4}" for i in range(20)})
+        spec["spec"]["rollout"] = {"maxParallel": max_parallel}
         custom.create_namespaced_custom_object(*API, ns, "featureflagsets", spec)
         op = Operator(kubeconfig, workdir / "operator.log")
         try:
@@ -255,6 +262,7 @@ def bench_latency(workdir: Path, edits: int = 200) -> dict[str, Any]:
                 to_restart.append(t_restart - start)
             return {
                 "edits": edits,
+                "max_parallel": max_parallel,
                 "to_configmap_s": summary(to_cm),
                 "to_restart_patched_s": summary(to_restart),
             }
@@ -263,31 +271,66 @@ def bench_latency(workdir: Path, edits: int = 200) -> dict[str, Any]:
             api.close()
 
 
-def bench_overhead(workdir: Path, rounds: int = 5) -> dict[str, Any]:
+def bench_overhead(workdir: Path, rounds: int = 15, workloads: int = 1) -> dict[str, Any]:
+    """A RollbackRequest against the same steps as a kubectl script, alternating, on identical
+    Deployments. workloads=1: one flag, one Deployment, one http check. workloads=3: the Epic 21
+    emergency shape: every flag of the set (two per Deployment), three Deployments, a check each.
+    Both sides end on the same observable state: the new pods Ready and every check answered."""
     endpoint_server = _healthz_server()
     url = f"http://127.0.0.1:{endpoint_server.server_address[1]}/healthz"
+    apps_ = [f"app-{i}" for i in range(workloads)]
+    flags = 2 * workloads
     with environment(workdir) as (_, kubeconfig):
         api = config.new_client_from_config(str(kubeconfig))
         core, apps, custom = client.CoreV1Api(api), client.AppsV1Api(api), client.CustomObjectsApi(api)
         ns = "bench"
         core.create_namespace({"metadata": {"name": ns}})
-        apps.create_namespaced_deployment(ns, deployment("app"))
-        apps.create_namespaced_deployment(ns, deployment("app-sh"))
-        core.create_namespaced_config_map(ns, {"metadata": {"name": "sh-flags"}, "data": {"FLAG_0": "true"}})
+        for name in apps_:
+            apps.create_namespaced_deployment(ns, deployment(name))
+            apps.create_namespaced_deployment(ns, deployment(f"{name}-sh"))
+        on = {f"FLAG_{i}": "true" for i in range(flags)}
+        core.create_namespaced_config_map(ns, {"metadata": {"name": "sh-flags"}, "data": on})
         custom.create_namespaced_custom_object(
-            *API, ns, "featureflagsets", flagset("bench", 1, {0: "app"}, True)
+            *API,
+            ns,
+            "featureflagsets",
+            flagset("bench", flags, {i: apps_[i // 2] for i in range(flags)}, True),
         )
         op = Operator(kubeconfig, workdir / "operator.log")
-        script = f"""set -e
-kubectl -n {ns} patch configmap sh-flags -p '{{"data":{{"FLAG_0":"false"}}}}'
-kubectl -n {ns} rollout restart deployment/app-sh
-kubectl -n {ns} rollout status deployment/app-sh --timeout=120s
-curl -sf {url}
-"""
-        flagops_s, script_s = [], []
-        try:
+        off = json.dumps({"data": dict.fromkeys(on, "false")})
+        deployments = " ".join(f"deployment/{name}-sh" for name in apps_)
+        # As a person would type it: one patch, one restart of all, a status per Deployment, the
+        # checks one after the other. `date` stamps each step (bash's EPOCHREALTIME).
+        script = "set -e\n" + "\n".join(
+            [
+                "echo start $EPOCHREALTIME",
+                f"kubectl -n {ns} patch configmap sh-flags -p '{off}' >/dev/null",
+                "echo patched $EPOCHREALTIME",
+                f"kubectl -n {ns} rollout restart {deployments} >/dev/null",
+                "echo restarted $EPOCHREALTIME",
+                *(
+                    f"kubectl -n {ns} rollout status deployment/{n}-sh --timeout=120s >/dev/null"
+                    for n in apps_
+                ),
+                "echo rolled-out $EPOCHREALTIME",
+                *(f"curl -sf {url} >/dev/null" for _ in apps_),
+                "echo checked $EPOCHREALTIME",
+            ]
+        )
+        flagops_s: list[float] = []
+        script_s: list[float] = []
+        script_steps: list[dict[str, float]] = []
+
+        def settled() -> None:
             kubectl(kubeconfig, "-n", ns, "wait", "ffs/bench", "--for=condition=Ready", "--timeout=60s")
-            kubectl(kubeconfig, "-n", ns, "rollout", "status", "deployment/app", "--timeout=60s")
+            for name in apps_:
+                for deployed in (name, f"{name}-sh"):
+                    kubectl(
+                        kubeconfig, "-n", ns, "rollout", "status", f"deployment/{deployed}", "--timeout=60s"
+                    )
+
+        try:
+            settled()  # both sides start from Deployments whose first rollout has finished
             for round_ in range(rounds):
                 name = f"rb-{round_}"
                 body = {
@@ -296,9 +339,11 @@ curl -sf {url}
                     "metadata": {"name": name},
                     "spec": {
                         "flagSet": "bench",
-                        "flags": ["FLAG_0"],
+                        **({"flags": ["FLAG_0"]} if workloads == 1 else {"all": True}),
                         "emergency": True,
-                        "checks": [{"name": "health", "intervalSeconds": 1, "http": {"url": url}}],
+                        "checks": [
+                            {"name": f"health-{n}", "intervalSeconds": 1, "http": {"url": url}} for n in apps_
+                        ],
                     },
                 }
                 start = time.monotonic()
@@ -317,33 +362,49 @@ curl -sf {url}
                 flagops_s.append(time.monotonic() - start)
 
                 start = time.monotonic()
-                subprocess.run(
+                ran = subprocess.run(
                     ["bash", "-c", script],
                     check=True,
                     capture_output=True,
+                    text=True,
                     env={**os.environ, "KUBECONFIG": str(kubeconfig)},
                 )
                 script_s.append(time.monotonic() - start)
+                stamps = dict(line.split() for line in ran.stdout.splitlines() if line.strip())
+                begin = float(stamps["start"])
+                script_steps.append({step: round(float(t) - begin, 3) for step, t in stamps.items()})
 
-                # Back to the flag on, both ways, and wait for the dust to settle.
+                # Back to the flags on, both ways, and wait for the dust to settle.
                 custom.delete_namespaced_custom_object(*API, ns, "rollbackrequests", name)
-                core.patch_namespaced_config_map("sh-flags", ns, {"data": {"FLAG_0": "true"}})
+                core.patch_namespaced_config_map("sh-flags", ns, {"data": on})
                 wait(
-                    "flag back", lambda: core.read_namespaced_config_map("bench", ns).data["FLAG_0"] == "true"
+                    "flags back",
+                    lambda: core.read_namespaced_config_map("bench", ns).data["FLAG_0"] == "true",
                 )
-                kubectl(kubeconfig, "-n", ns, "wait", "ffs/bench", "--for=condition=Ready", "--timeout=60s")
-                kubectl(kubeconfig, "-n", ns, "rollout", "status", "deployment/app", "--timeout=60s")
+                settled()
         finally:
             op.stop()
             api.close()
             endpoint_server.shutdown()
         ratio = statistics.median(flagops_s) / statistics.median(script_s)
         return {
+            "workloads": workloads,
             "rounds": rounds,
             "rollbackrequest_s": [round(v, 3) for v in flagops_s],
             "kubectl_script_s": [round(v, 3) for v in script_s],
+            "rollbackrequest_median_s": round(statistics.median(flagops_s), 3),
+            "kubectl_script_median_s": round(statistics.median(script_s), 3),
+            "rollbackrequest_iqr_s": _iqr(flagops_s),
+            "kubectl_script_iqr_s": _iqr(script_s),
             "ratio_of_medians": round(ratio, 3),
+            "script_steps_first_round": script_steps[0],
+            "script_steps_last_round": script_steps[-1],
         }
+
+
+def _iqr(values: list[float]) -> list[float]:
+    """The middle half of the values (25th to 75th percentile): the spread beside a median."""
+    return [round(percentile(values, 25), 3), round(percentile(values, 75), 3)]
 
 
 def _healthz_server() -> Any:
@@ -363,62 +424,100 @@ def _healthz_server() -> Any:
     return server
 
 
-def bench_scale(workdir: Path, sets: int, flags: int = 20, rollbacks: int = 0) -> dict[str, Any]:
+def _create_all(custom: Any, bodies: list[tuple[str, str, dict[str, Any]]], threads: int = 8) -> None:
+    """Create (namespace, plural, body) objects from a few threads: the client is not what is measured."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    def create(item: tuple[str, str, dict[str, Any]]) -> None:
+        custom.create_namespaced_custom_object(*API, item[0], item[1], item[2])
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(create, bodies))
+
+
+def bench_scale(
+    workdir: Path,
+    sets: int,
+    flags: int = 20,
+    rollbacks: int = 0,
+    *,
+    namespaces: int = 1,
+    replicas: int = 1,
+    shards: int = 1,
+) -> dict[str, Any]:
+    """`sets` sets of `flags` flags, spread over `namespaces` namespaces, exist before the operator
+    (`replicas` processes, `--shards` when above 1) starts: start to all Ready, peak RSS of each,
+    the API requests they sent; then `rollbacks` concurrent RollbackRequests."""
     with environment(workdir) as (_, kubeconfig):
         api = config.new_client_from_config(str(kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
-        ns = "bench"
-        core.create_namespace({"metadata": {"name": ns}})
+        names = ["bench"] if namespaces == 1 else [f"bench-{i}" for i in range(namespaces)]
+        for ns in [*names, "flagops-leases"]:
+            core.create_namespace({"metadata": {"name": ns}})
+        placed = [(names[i % namespaces], f"set-{i}") for i in range(sets)]
         created = time.monotonic()
-        for i in range(sets):
-            custom.create_namespaced_custom_object(
-                *API, ns, "featureflagsets", flagset(f"set-{i}", flags, None, True)
-            )
+        _create_all(
+            custom, [(ns, "featureflagsets", flagset(name, flags, None, True)) for ns, name in placed]
+        )
         create_s = time.monotonic() - created
 
         def ready_count() -> int:
-            items = custom.list_namespaced_custom_object(*API, ns, "featureflagsets")["items"]
+            listed = custom.list_cluster_custom_object(*API, "featureflagsets", _preload_content=False)
             return sum(
                 1
-                for o in items
+                for o in json.loads(listed.data)["items"]
                 if any(
                     c["type"] == "Ready" and c["status"] == "True"
                     for c in (o.get("status") or {}).get("conditions", [])
                 )
             )
 
-        op = Operator(kubeconfig, workdir / f"operator-{sets}.log")
+        sharding = (
+            ("--shards", str(shards), "--leader-election-namespace", "flagops-leases") if shards > 1 else ()
+        )
         started = time.monotonic()
+        ops = [Operator(kubeconfig, workdir / f"operator-{sets}-{i}.log", *sharding) for i in range(replicas)]
         try:
-            wait("all Ready", lambda: ready_count() == sets, timeout=900, interval=0.5)
+            wait("all Ready", lambda: ready_count() == sets, timeout=1800, interval=0.5)
             all_ready_s = time.monotonic() - started
+            requests = sum(op.metric_sum("flagops_api_requests_total") for op in ops)
             result: dict[str, Any] = {
                 "sets": sets,
                 "flags_per_set": flags,
+                "namespaces": namespaces,
+                "replicas": replicas,
+                "shards": shards,
                 "create_s": round(create_s, 1),
                 "start_to_all_ready_s": round(all_ready_s, 1),
-                "peak_rss_mib": round(op.peak_rss_mib(), 1),
-                "api_requests": int(op.metric_sum("flagops_api_requests_total")),
-                "api_requests_per_set": round(op.metric_sum("flagops_api_requests_total") / sets, 2),
-                "api_requests_by_kind": op.requests_by_kind(),
+                "peak_rss_mib": [round(op.peak_rss_mib(), 1) for op in ops],
+                "api_requests": int(requests),
+                "api_requests_per_set": round(requests / sets, 2),
+                "api_requests_by_kind": ops[0].requests_by_kind(),
             }
             if rollbacks:
                 started = time.monotonic()
-                for i in range(rollbacks):
-                    custom.create_namespaced_custom_object(
-                        *API,
-                        ns,
-                        "rollbackrequests",
-                        {
-                            "apiVersion": "flagops.io/v1alpha1",
-                            "kind": "RollbackRequest",
-                            "metadata": {"name": f"rb-{i}"},
-                            "spec": {"flagSet": f"set-{i}", "flags": ["FLAG_0"], "emergency": True},
-                        },
-                    )
+                _create_all(
+                    custom,
+                    [
+                        (
+                            ns,
+                            "rollbackrequests",
+                            {
+                                "apiVersion": "flagops.io/v1alpha1",
+                                "kind": "RollbackRequest",
+                                "metadata": {"name": f"rb-{name}"},
+                                "spec": {"flagSet": name, "flags": ["FLAG_0"], "emergency": True},
+                            },
+                        )
+                        for ns, name in placed[:rollbacks]
+                    ],
+                )
 
                 def succeeded() -> bool:
-                    items = custom.list_namespaced_custom_object(*API, ns, "rollbackrequests")["items"]
+                    listed = custom.list_cluster_custom_object(
+                        *API, "rollbackrequests", _preload_content=False
+                    )
+                    items = json.loads(listed.data)["items"]
                     return (
                         sum((o.get("status") or {}).get("phase") == "Succeeded" for o in items) == rollbacks
                     )
@@ -426,10 +525,84 @@ def bench_scale(workdir: Path, sets: int, flags: int = 20, rollbacks: int = 0) -
                 wait("rollbacks", succeeded, timeout=600, interval=0.5)
                 result["concurrent_rollbacks"] = rollbacks
                 result["rollbacks_all_succeeded_s"] = round(time.monotonic() - started, 1)
-                result["peak_rss_mib"] = round(op.peak_rss_mib(), 1)
+                result["peak_rss_mib"] = [round(op.peak_rss_mib(), 1) for op in ops]
             return result
         finally:
-            op.stop()
+            for op in ops:
+                op.stop()
+            api.close()
+
+
+def bench_takeover(workdir: Path, rounds: int = 3) -> dict[str, Any]:
+    """Three replicas, three shards: the holder of shard 0 is SIGKILLed; seconds until another
+    replica holds its Lease and has reconciled a set in it (its flag edited just before the kill)."""
+    with environment(workdir) as (_, kubeconfig):
+        api = config.new_client_from_config(str(kubeconfig))
+        core, coordination, custom = (
+            client.CoreV1Api(api),
+            client.CoordinationV1Api(api),
+            client.CustomObjectsApi(api),
+        )
+        from flagops.reconcile.shards import shard_of  # noqa: PLC0415
+
+        ns = next(f"bench-{i}" for i in range(100) if shard_of(f"bench-{i}", 3) == 0)
+        for name in (ns, "flagops-leases"):
+            core.create_namespace({"metadata": {"name": name}})
+        custom.create_namespaced_custom_object(*API, ns, "featureflagsets", flagset("s", 1, None, False))
+        args = ("--shards", "3", "--leader-election-namespace", "flagops-leases")
+        ops = [Operator(kubeconfig, workdir / f"replica-{i}.log", *args) for i in range(3)]
+        takeovers: list[float] = []
+        reconciled: list[float] = []
+
+        def holder() -> str:
+            try:
+                lease = coordination.read_namespaced_lease("flagops-shard-0", "flagops-leases")
+            except client.ApiException:
+                return ""
+            return lease.spec.holder_identity or ""
+
+        def served() -> str | None:
+            try:
+                return str(core.read_namespaced_config_map("s", ns).data["FLAG_0"])
+            except client.ApiException:
+                return None
+
+        try:
+            for round_ in range(rounds):
+                alive = {str(op.proc.pid): op for op in ops if op.proc.poll() is None}
+                wait(
+                    "shard 0 held",
+                    lambda a=alive: holder().rsplit("_", 1)[-1] in a,
+                    timeout=120,
+                    interval=0.1,
+                )
+                victim = alive[holder().rsplit("_", 1)[-1]]
+                value = round_ % 2 == 0
+                want = "true" if value else "false"
+                before = "false" if value else "true"
+                wait("set served", lambda b=before: served() == b, timeout=60)
+                # Edited just before the kill: whoever holds shard 0 next must serve it.
+                victim.proc.kill()
+                killed = time.monotonic()
+                custom.patch_namespaced_custom_object(
+                    *API, ns, "featureflagsets", "s", {"spec": flagset("s", 1, None, value)["spec"]}
+                )
+                wait(
+                    "taken over",
+                    lambda v=victim: holder() not in ("",) and not holder().endswith(f"_{v.proc.pid}"),
+                    timeout=120,
+                    interval=0.05,
+                )
+                takeovers.append(round(time.monotonic() - killed, 2))
+                wait("served by the heir", lambda w=want: served() == w, timeout=120, interval=0.05)
+                reconciled.append(round(time.monotonic() - killed, 2))
+                victim.log.close()
+                ops[ops.index(victim)] = Operator(kubeconfig, workdir / f"replica-r{round_}.log", *args)
+            return {"rounds": rounds, "kill_to_lease_taken_s": takeovers, "kill_to_edit_served_s": reconciled}
+        finally:
+            for op in ops:
+                if op.proc.poll() is None:
+                    op.stop()
             api.close()
 
 
@@ -528,38 +701,64 @@ def machine() -> str:
     return f"{os.cpu_count()} cores ({cpu}), {mem} GiB, {system}, Python {platform.python_version()}"
 
 
+BENCHMARKS = ("latency", "overhead", "scale", "shards", "takeover", "budget")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("which", choices=("latency", "overhead", "scale", "budget", "all"))
-    parser.add_argument("--edits", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--sets", type=int, nargs="*", default=[100, 1000, 3000])
+    parser.add_argument("which", choices=(*BENCHMARKS, "all"))
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of a few minutes")
+    parser.add_argument("--edits", type=int, default=None, help="latency: edits (default 200; quick 50)")
+    parser.add_argument("--rounds", type=int, default=None, help="overhead: rounds (default 15; quick 5)")
+    parser.add_argument("--sets", type=int, nargs="*", default=None, help="scale: set counts")
     args = parser.parse_args()
+    quick = args.quick
+    edits = args.edits or (50 if quick else 200)
+    rounds = args.rounds or (5 if quick else 15)
+    sizes = args.sets or ([1000] if quick else [100, 1000, 3000, 10000])
+    sharded_sets, sharded_namespaces = (900, 30) if quick else (9000, 90)
     results: dict[str, Any] = {
         "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
+
+    def record(name: str, outcome: dict[str, Any]) -> None:
+        results.setdefault(name, []).append(outcome)
+        print(json.dumps({name: outcome}), flush=True)
+
+    def wanted(name: str) -> bool:
+        return args.which in (name, "all") and not (quick and name == "budget" and args.which == "all")
+
     with tempfile.TemporaryDirectory(prefix="flagops-bench-") as tmp:
         work = Path(tmp)
-        if args.which in ("latency", "all"):
-            results["latency"] = bench_latency(work / "latency", args.edits)
-            print(json.dumps(results["latency"]), flush=True)
-        if args.which in ("overhead", "all"):
-            results["overhead"] = bench_overhead(work / "overhead", args.rounds)
-            print(json.dumps(results["overhead"]), flush=True)
-        if args.which in ("scale", "all"):
-            results["scale"] = []
-            for count in args.sets:
-                outcome = bench_scale(work / f"scale-{count}", count, rollbacks=100 if count == 1000 else 0)
-                results["scale"].append(outcome)
-                print(json.dumps(outcome), flush=True)
-        if args.which in ("budget", "all"):
-            results["budget"] = []
+        if wanted("latency"):
+            for parallel in (1, 4):
+                record("latency", bench_latency(work / f"latency-{parallel}", edits, parallel))
+        if wanted("overhead"):
+            for workloads in (1,) if quick else (1, 3):
+                record("overhead", bench_overhead(work / f"overhead-{workloads}", rounds, workloads))
+        if wanted("scale"):
+            for count in sizes:
+                rollbacks = 100 if count == 1000 else 0
+                record("scale", bench_scale(work / f"scale-{count}", count, rollbacks=rollbacks))
+        if wanted("shards"):
+            for replicas in (1, 3):
+                record(
+                    "shards",
+                    bench_scale(
+                        work / f"shards-{replicas}",
+                        sharded_sets,
+                        namespaces=sharded_namespaces,
+                        replicas=replicas,
+                        shards=replicas,
+                    ),
+                )
+        if wanted("takeover"):
+            record("takeover", bench_takeover(work / "takeover", 1 if quick else 3))
+        if wanted("budget"):
             for limit in (20, 0):
-                outcome = bench_budget(work / f"budget-{limit}", limit=limit)
-                results["budget"].append(outcome)
-                print(json.dumps(outcome), flush=True)
+                record("budget", bench_budget(work / f"budget-{limit}", limit=limit))
     print(json.dumps(results, indent=2))
     return 0
 

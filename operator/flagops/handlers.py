@@ -107,8 +107,11 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         controller.track(Key("RollbackRequest", namespace, name), deleted=type == "DELETED")
         if type == "DELETED":
             before = controller.rollback_index.remove(namespace, name)
+            controller.rollbacks.forget(namespace, name)
         else:
             before = controller.rollback_index.upsert(dict(body))
+            if controller.owns(namespace):
+                controller.rollbacks.observe(dict(body))
             controller.enqueue(Key("RollbackRequest", namespace, name))
         for owner in body.get("metadata", {}).get("ownerReferences") or []:
             if owner.get("kind") == "RollbackDrill" and owner.get("name"):

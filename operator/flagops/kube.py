@@ -72,6 +72,15 @@ def resource_of(path: str) -> str:
     return f"{parts[0]}/{parts[2]}" if len(parts) > 2 else parts[0]
 
 
+def newer(version: str, than: str) -> bool:
+    """Whether resourceVersion `version` is later than `than`. They are etcd revisions, compared
+    as numbers (as the API server's watch cache does); anything else counts as newer."""
+    try:
+        return int(version) > int(than)
+    except ValueError:
+        return True
+
+
 @dataclass(frozen=True)
 class Resource:
     """Where a kind lives in the REST API."""

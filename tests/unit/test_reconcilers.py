@@ -395,7 +395,7 @@ async def test_every_change_of_the_served_values_is_a_revision_with_its_cause(de
     request = api.obj("rollbackrequests", NS, "rb")
     assert request is not None
     request["spec"]["release"] = True
-    api.put("rollbackrequests", request)
+    op.rollbacks.observe(api.put("rollbackrequests", request))  # as its watch event would
     await op.settle(api)
     assert revisions(api)[-1][:2] == (4, "release rb")
     assert api.obj("featureflagsets", NS, "epic21")["status"]["revision"] == 4  # type: ignore[index]

@@ -6,6 +6,7 @@ Messages must never carry secrets: callers pass names and reasons, not URLs or t
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import socket
@@ -24,6 +25,19 @@ class EventRecorder:
     def __init__(self, client: kube.Kube, *, instance: str | None = None) -> None:
         self._kube = client
         self._instance = instance or socket.gethostname()
+        self._posting: set[asyncio.Task[None]] = set()
+
+    def post(
+        self, obj: dict[str, Any], *, reason: str, note: str, action: str, warning: bool = False
+    ) -> None:
+        """emit(), without the caller waiting for the API server (a phase's pass goes on at once);
+        `flush` waits for what is still being posted."""
+        task = asyncio.create_task(self.emit(obj, reason=reason, note=note, action=action, warning=warning))
+        self._posting.add(task)
+        task.add_done_callback(self._posting.discard)
+
+    async def flush(self) -> None:
+        await asyncio.gather(*self._posting, return_exceptions=True)
 
     async def emit(
         self, obj: dict[str, Any], *, reason: str, note: str, action: str, warning: bool = False

@@ -87,7 +87,7 @@ class OwnedWatcher:
         key = (str(meta.get("namespace")), str(meta.get("name")))
         cached = self._seen_by_path[path].get(key)
         seen = Seen.of(obj)
-        if cached is None or _newer(seen.resource_version, cached.resource_version):
+        if cached is None or kube.newer(seen.resource_version, cached.resource_version):
             self._seen_by_path[path][key] = seen
 
     async def run(self) -> None:
@@ -144,15 +144,6 @@ class OwnedWatcher:
                 owner,
             )
             self._enqueue_set(str(meta.get("namespace")), str(owner))
-
-
-def _newer(version: str, than: str) -> bool:
-    """Whether resourceVersion `version` is later than `than`. They are etcd revisions, compared
-    as numbers (as the API server's watch cache does); anything else counts as newer."""
-    try:
-        return int(version) > int(than)
-    except ValueError:
-        return True
 
 
 async def resync(

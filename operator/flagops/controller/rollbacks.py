@@ -91,6 +91,20 @@ class RollbackReconciler:
         self.prober = http_probe.Prober(targets)
         # Workloads a request waits on: (namespace, kind, name) -> request names.
         self.waiting: dict[tuple[str, str, str], set[str]] = {}
+        # The newest body known for a request (its watch event, or this process's own status
+        # write), until a pass takes it: a phase's pass follows the last at once, without a GET.
+        # Safe as every status write carries the resourceVersion it was computed from.
+        self._latest: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def observe(self, body: dict[str, Any]) -> None:
+        """A request as the watch delivered it (or as written here)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace")), str(meta.get("name")))
+        known = self._latest.get(key)
+        if known is None or kube.newer(
+            str(meta.get("resourceVersion") or ""), str(known["metadata"].get("resourceVersion") or "")
+        ):
+            self._latest[key] = body
 
     async def close(self) -> None:
         await self.prober.close()
@@ -98,7 +112,9 @@ class RollbackReconciler:
     # -- the pass ------------------------------------------------------------------------
 
     async def reconcile(self, namespace: str, name: str) -> float | None:
-        body = await self._kube.get(kube.ROLLBACKS.path(namespace, name))
+        body = self._latest.pop((namespace, name), None) or await self._kube.get(
+            kube.ROLLBACKS.path(namespace, name)
+        )
         if body is None:
             self._unwait(namespace, name)
             return None
@@ -757,7 +773,7 @@ class RollbackReconciler:
         if previous_phase != phase:
             self._record_phase_change(body, status, previous_phase)
             warning = phase in (Phase.FAILED, Phase.ABORTED)
-            await self._events.emit(body, reason=reason, action=str(phase), note=message, warning=warning)
+            self._events.post(body, reason=reason, action=str(phase), note=message, warning=warning)
             logger.info(
                 "RollbackRequest %s/%s: %s -> %s: %s",
                 meta["namespace"],
@@ -830,11 +846,17 @@ class RollbackReconciler:
             return body
         written = await self._kube.patch_status(kube.ROLLBACKS, body, patch)
         self.index.upsert(written)
+        self.observe(written)
         return written
 
     def _wait(self, namespace: str, name: str, workloads: list[PlannedWorkload]) -> None:
         for w in workloads:
             self.waiting.setdefault((namespace, str(w.kind), w.name), set()).add(name)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """The request is gone."""
+        self._latest.pop((namespace, name), None)
+        self._unwait(namespace, name)
 
     def _unwait(self, namespace: str, name: str) -> None:
         for key in [k for k, names in self.waiting.items() if k[0] == namespace and name in names]:

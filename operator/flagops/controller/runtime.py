@@ -184,6 +184,7 @@ class Controller:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.queue.close()
+        await self.events.flush()
         await self.rollbacks.close()
         await self.notifier.close()
 

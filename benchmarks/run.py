@@ -90,12 +90,16 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, log: Path, *args: str) -> None:
+    def __init__(self, kubeconfig: Path, log: Path, *args: str, profile: Path | None = None) -> None:
         self.port = devcluster.free_port()
         self.log = log.open("ab")
+        # pyinstrument samples the operator's stacks (wall time, asyncio-aware) and writes the
+        # profile as text when the operator exits.
+        profiler = ["-m", "pyinstrument", "--async-mode=enabled", "-r", "text", "-o", str(profile)]
         self.proc = subprocess.Popen(
             [
                 sys.executable,
+                *(profiler if profile else []),
                 "-m",
                 "flagops.cli",
                 "run",
@@ -271,7 +275,9 @@ def bench_latency(workdir: Path, edits: int = 200, max_parallel: int = 1) -> dic
             api.close()
 
 
-def bench_overhead(workdir: Path, rounds: int = 15, workloads: int = 1) -> dict[str, Any]:
+def bench_overhead(
+    workdir: Path, rounds: int = 15, workloads: int = 1, profile: Path | None = None
+) -> dict[str, Any]:
     """A RollbackRequest against the same steps as a kubectl script, alternating, on identical
     Deployments. workloads=1: one flag, one Deployment, one http check. workloads=3: the Epic 21
     emergency shape: every flag of the set (two per Deployment), three Deployments, a check each.
@@ -296,7 +302,7 @@ def bench_overhead(workdir: Path, rounds: int = 15, workloads: int = 1) -> dict[
             "featureflagsets",
             flagset("bench", flags, {i: apps_[i // 2] for i in range(flags)}, True),
         )
-        op = Operator(kubeconfig, workdir / "operator.log")
+        op = Operator(kubeconfig, workdir / "operator.log", profile=profile)
         off = json.dumps({"data": dict.fromkeys(on, "false")})
         deployments = " ".join(f"deployment/{name}-sh" for name in apps_)
         # As a person would type it: one patch, one restart of all, a status per Deployment, the
@@ -444,6 +450,7 @@ def bench_scale(
     namespaces: int = 1,
     replicas: int = 1,
     shards: int = 1,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """`sets` sets of `flags` flags, spread over `namespaces` namespaces, exist before the operator
     (`replicas` processes, `--shards` when above 1) starts: start to all Ready, peak RSS of each,
@@ -476,7 +483,10 @@ def bench_scale(
             ("--shards", str(shards), "--leader-election-namespace", "flagops-leases") if shards > 1 else ()
         )
         started = time.monotonic()
-        ops = [Operator(kubeconfig, workdir / f"operator-{sets}-{i}.log", *sharding) for i in range(replicas)]
+        ops = [
+            Operator(kubeconfig, workdir / f"operator-{sets}-{i}.log", *sharding, profile=profile)
+            for i in range(replicas)
+        ]
         try:
             wait("all Ready", lambda: ready_count() == sets, timeout=1800, interval=0.5)
             all_ready_s = time.monotonic() - started
@@ -711,6 +721,12 @@ def main() -> int:
     parser.add_argument("--edits", type=int, default=None, help="latency: edits (default 200; quick 50)")
     parser.add_argument("--rounds", type=int, default=None, help="overhead: rounds (default 15; quick 5)")
     parser.add_argument("--sets", type=int, nargs="*", default=None, help="scale: set counts")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="overhead, scale: write the operator's pyinstrument profile beside this path",
+    )
     args = parser.parse_args()
     quick = args.quick
     edits = args.edits or (50 if quick else 200)
@@ -737,11 +753,16 @@ def main() -> int:
                 record("latency", bench_latency(work / f"latency-{parallel}", edits, parallel))
         if wanted("overhead"):
             for workloads in (1,) if quick else (1, 3):
-                record("overhead", bench_overhead(work / f"overhead-{workloads}", rounds, workloads))
+                profile = args.profile.with_suffix(f".{workloads}.txt") if args.profile else None
+                record("overhead", bench_overhead(work / f"overhead-{workloads}", rounds, workloads, profile))
         if wanted("scale"):
             for count in sizes:
                 rollbacks = 100 if count == 1000 else 0
-                record("scale", bench_scale(work / f"scale-{count}", count, rollbacks=rollbacks))
+                profile = args.profile.with_suffix(f".scale-{count}.txt") if args.profile else None
+                record(
+                    "scale",
+                    bench_scale(work / f"scale-{count}", count, rollbacks=rollbacks, profile=profile),
+                )
         if wanted("shards"):
             for replicas in (1, 3):
                 record(

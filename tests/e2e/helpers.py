@@ -22,6 +22,43 @@ def load_example_set() -> dict[str, Any]:
     return yaml.safe_load((EXAMPLE / "flagset.yaml").read_text())  # type: ignore[no-any-return]
 
 
+def deployment(name: str, configmap: str, *, ready_after: str | None = None) -> dict[str, Any]:
+    """A Deployment that passes the restricted Pod Security Standard and reads `configmap` as its
+    environment; with `ready_after`, its pods are Ready that long after they start (kwok)."""
+    labels = {"app.kubernetes.io/name": name}
+    annotations = {"kwok.flagops.io/ready-after": ready_after} if ready_after else {}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels, "annotations": annotations},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": 10001,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": f"registry.example.com/{name}:1",
+                            "envFrom": [{"configMapRef": {"name": configmap}}],
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 def apply(cluster: Cluster, namespace: str, obj: dict[str, Any] | list[dict[str, Any]]) -> None:
     docs = obj if isinstance(obj, list) else [obj]
     kubectl(

@@ -18,6 +18,7 @@ from tests.e2e.helpers import (
     EXAMPLE,
     apply,
     condition,
+    deployment,
     deployments_settled,
     get_set,
     load_example_set,
@@ -237,41 +238,6 @@ def test_kubectl_get_ffs_columns(
     assert kubectl(cluster.kubeconfig, "-n", namespace, "get", "flagops").stdout.count("epic21") == 1
 
 
-def slow_deployment(name: str) -> dict[str, Any]:
-    """A Deployment whose pods are Ready 3 s after they start (kwok), reading set `name`'s ConfigMap."""
-    labels = {"app.kubernetes.io/name": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels, "annotations": {"kwok.flagops.io/ready-after": "3s"}},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": "registry.example.com/app:1",
-                            "envFrom": [{"configMapRef": {"name": name}}],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def one_flag_set(name: str, *, enabled: bool) -> dict[str, Any]:
     return {
         "apiVersion": "flagops.io/v1alpha1",
@@ -327,7 +293,8 @@ def test_the_restart_budget_is_never_exceeded_across_sets(
         apply(
             cluster,
             namespace,
-            [slow_deployment(n) for n in names] + [one_flag_set(n, enabled=False) for n in names],
+            [deployment(n, n, ready_after="3s") for n in names]
+            + [one_flag_set(n, enabled=False) for n in names],
         )
         for name in names:
             wait_ready(cluster, namespace, name)
@@ -375,7 +342,11 @@ def test_restarts_wait_for_the_change_window_and_a_rollback_does_not(
     """A flag turned on outside the set's change window: the ConfigMap serves it at once, the
     restart waits (Progressing/WaitingForWindow, saying when) and happens when the window (a
     few seconds long) opens; a rollback outside any window restarts at once."""
-    apply(cluster, namespace, [slow_deployment("shop"), one_flag_set("shop", enabled=False)])
+    apply(
+        cluster,
+        namespace,
+        [deployment("shop", "shop", ready_after="3s"), one_flag_set("shop", enabled=False)],
+    )
     wait_ready(cluster, namespace, "shop")
     wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
     opens = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=15)).replace(microsecond=0)

@@ -111,15 +111,24 @@ def epic21_in_git(
     work.write("epic21/flagset.yaml", yaml.safe_dump(flagset))
 
 
+def epic21_application(gitops: GitOps, namespace: str, message: str, **files: Any) -> Workspace:
+    """The Epic 21 files (`epic21_in_git`'s options) pushed to a repository of this test's own,
+    and an Application that syncs them into `namespace` (named after it); the work tree."""
+    url, work = gitops.repository(namespace)
+    epic21_in_git(work, **files)
+    work.push(message)
+    gitops.argocd.application(namespace, url, "epic21", namespace)
+    return work
+
+
 def test_epic21_synced_from_git_with_health_from_health_lua(
     cluster: Cluster, gitops: GitOps, namespace: str, operator: OperatorProcess
 ) -> None:
     """Synced, the set Healthy by our health.lua; a flag turned on in Git: the set Progressing
     while butler rolls out, then Healthy again."""
-    url, work = gitops.repository(namespace)
-    epic21_in_git(work, dialog=False, slow_butler=True)
-    work.push("Epic 21 flags and workloads")
-    gitops.argocd.application(namespace, url, "epic21", namespace)
+    work = epic21_application(
+        gitops, namespace, "Epic 21 flags and workloads", dialog=False, slow_butler=True
+    )
     try:
         app = wait_synced_and_healthy(gitops, namespace)
         entry = resource(app, "FeatureFlagSet", "epic21")
@@ -177,10 +186,7 @@ def test_rollback_by_hand_holds_a_flag_git_says_is_on_without_drift(
 ) -> None:
     """What flagops writes (ConfigMap, pod-template annotations, status) is no drift: the
     Application stays Synced, and self-heal and flagops do not restart butler in turns."""
-    url, work = gitops.repository(namespace)
-    epic21_in_git(work, dialog=True)
-    work.push("Epic 21 with the dialog flag on")
-    gitops.argocd.application(namespace, url, "epic21", namespace)
+    epic21_application(gitops, namespace, "Epic 21 with the dialog flag on", dialog=True)
     try:
         wait_synced_and_healthy(gitops, namespace)
         wait_until("deployments settled", lambda: deployments_settled(cluster, namespace))
@@ -220,10 +226,9 @@ def test_rollback_committed_to_git_and_its_health_in_the_application(
     """A two-flag rollback (the plan's multi-flag row: approval needed) committed to git: the
     Application shows it Suspended while it awaits approval; the approval committed to git
     lets it run (Progressing) and hold (Healthy); the Application stays Synced throughout."""
-    url, work = gitops.repository(namespace)
-    epic21_in_git(work, dialog=True, homework=True, slow_butler=True)
-    work.push("Epic 21 with 21_01a and 21_01b on")
-    gitops.argocd.application(namespace, url, "epic21", namespace)
+    work = epic21_application(
+        gitops, namespace, "Epic 21 with 21_01a and 21_01b on", dialog=True, homework=True, slow_butler=True
+    )
     name = "rollback-21-01a-b"
     try:
         wait_synced_and_healthy(gitops, namespace)
@@ -269,10 +274,7 @@ def test_set_pruned_and_re_added_while_a_rollback_holds_keeps_the_safe_value(
     """The set removed from Git (Argo CD prunes it, the garbage collector its ConfigMap) and
     added back while a rollback by hand holds the dialog flag: the re-created ConfigMap serves
     the safe value from its first version, and butler is not restarted."""
-    url, work = gitops.repository(namespace)
-    epic21_in_git(work, dialog=True)
-    work.push("Epic 21 with the dialog flag on")
-    gitops.argocd.application(namespace, url, "epic21", namespace)
+    work = epic21_application(gitops, namespace, "Epic 21 with the dialog flag on", dialog=True)
     try:
         wait_synced_and_healthy(gitops, namespace)
         request_rollback(cluster, namespace, "hold-dialog", flags=[DIALOG])
@@ -352,14 +354,18 @@ def test_resource_actions_run_through_argocd_under_the_approval_policy(
     """approve, release, abort and emergency-rollback through Argo CD's API (the argocd CLI),
     with the chart's approval policy installed: Argo CD's ServiceAccount approves where the
     approvers list it, and is refused with the policy's message where they do not."""
-    url, work = gitops.repository(namespace)
     trusted = {
         "multiFlag": {"initiators": [CONTROLLER], "approvers": [SERVER]},  # Git initiates, Argo CD approves
         "emergency": {"initiators": [SERVER]},
     }
-    epic21_in_git(work, dialog=True, homework=True, approval={"rules": trusted})
-    work.push("Epic 21 with 21_01a and 21_01b on; Argo CD approves multi-flag rollbacks")
-    gitops.argocd.application(namespace, url, "epic21", namespace)
+    work = epic21_application(
+        gitops,
+        namespace,
+        "Epic 21 with 21_01a and 21_01b on; Argo CD approves multi-flag rollbacks",
+        dialog=True,
+        homework=True,
+        approval={"rules": trusted},
+    )
     app = namespace
     try:
         wait_synced_and_healthy(gitops, namespace)

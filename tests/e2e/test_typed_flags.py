@@ -17,6 +17,7 @@ from tests.e2e.conftest import OperatorProcess
 from tests.e2e.helpers import (
     apply,
     condition,
+    deployment,
     get_rollback,
     get_set,
     patch_rollback,
@@ -76,40 +77,6 @@ def typed_set(triggers: dict[str, str] | None = None) -> dict[str, Any]:
     }
 
 
-def checkout() -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": "checkout"}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "checkout"},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 10001,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
-                    "containers": [
-                        {
-                            "name": "checkout",
-                            "image": "registry.example.com/checkout:1",
-                            "envFrom": [{"configMapRef": {"name": "shop-flags"}}],
-                            "securityContext": {
-                                "allowPrivilegeEscalation": False,
-                                "capabilities": {"drop": ["ALL"]},
-                            },
-                        }
-                    ],
-                },
-            },
-        },
-    }
-
-
 def configmap(cluster: Cluster, namespace: str) -> dict[str, str]:
     return kubectl_json(cluster.kubeconfig, "-n", namespace, "get", "configmap", "shop-flags")["data"]  # type: ignore[no-any-return]
 
@@ -154,7 +121,7 @@ def assert_served(cluster: Cluster, namespace: str, expected: dict[str, Any], tm
 def test_flags_of_every_type_are_served_rolled_back_and_released(
     cluster: Cluster, namespace: str, operator: OperatorProcess, tmp_path: Path
 ) -> None:
-    apply(cluster, namespace, [checkout(), typed_set()])
+    apply(cluster, namespace, [deployment("checkout", "shop-flags"), typed_set()])
     wait_ready(cluster, namespace, "shop")
     values = {name: value for name, (_, value, _) in VALUES.items()}
     safe = {name: safe for name, (_, _, safe) in VALUES.items()}
@@ -189,7 +156,7 @@ def test_triggers_roll_back_flags_of_every_type(
     one rollback, and each flag ends at its safe value."""
     breaching = {"server": prometheus.url, "query": "vector(1)"}
     typed = [name for name, (type_, _, _) in VALUES.items() if type_ != "boolean"]
-    apply(cluster, namespace, [checkout(), typed_set()])
+    apply(cluster, namespace, [deployment("checkout", "shop-flags"), typed_set()])
     wait_ready(cluster, namespace, "shop")  # served, each flag's change recorded: then the triggers
     apply(cluster, namespace, typed_set(dict.fromkeys(typed, breaching)))
 

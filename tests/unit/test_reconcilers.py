@@ -515,3 +515,49 @@ async def test_a_revision_1_left_behind_is_found_by_listing_and_numbered_above()
     await sets.reconcile(NS, "a")
     assert api.obj("featureflagsets", NS, "a")["status"]["revision"] == 2  # type: ignore[index]
     assert api.obj("controllerrevisions", NS, "a-r2") is not None
+
+
+def turn_off(api: FakeKube) -> dict[str, Any]:
+    """Set a's flag F turned off, as an edit of its spec; the set as stored."""
+    current: Any = api.obj("featureflagsets", NS, "a")
+    current["spec"]["flags"][0]["enabled"] = False
+    return api.put("featureflagsets", current)
+
+
+async def test_an_edit_updates_the_configmap_as_the_watch_saw_it_without_reading_it() -> None:
+    api = FakeKube()
+    sets, owned = watched_set(api)
+    await owned.relist(kube.CONFIGMAPS.paths([NS])[0])
+    body = small_set("a", enabled=True)
+    body["spec"]["flags"][0]["workloads"] = []
+    sets.observe(api.put("featureflagsets", body))
+    await sets.reconcile(NS, "a")
+    api.reads.clear()
+    api.writes.clear()
+
+    sets.observe(turn_off(api))
+    await sets.reconcile(NS, "a")
+    assert verbs(api, "configmaps") == ["PATCH"]
+    assert verbs(api, "controllerrevisions") == ["LIST", "POST"]
+    assert api.obj("configmaps", NS, "a")["data"]["F"] == "false"  # type: ignore[index]
+    assert api.obj("featureflagsets", NS, "a")["status"]["revision"] == 2  # type: ignore[index]
+
+
+async def test_a_configmap_changed_since_the_watch_saw_it_is_read_afresh_on_the_retry() -> None:
+    api = FakeKube()
+    sets, owned = watched_set(api)
+    await owned.relist(kube.CONFIGMAPS.paths([NS])[0])
+    body = small_set("a", enabled=True)
+    body["spec"]["flags"][0]["workloads"] = []
+    sets.observe(api.put("featureflagsets", body))
+    await sets.reconcile(NS, "a")
+    edited: Any = api.obj("configmaps", NS, "a")
+    edited["data"]["F"] = "maybe"
+    api.put("configmaps", edited)  # by hand, and the watch has not told yet
+    sets.observe(turn_off(api))
+
+    with pytest.raises(kube.ApiError) as raised:
+        await sets.reconcile(NS, "a")
+    assert raised.value.conflict, "the write carried the resourceVersion seen, not a blind overwrite"
+    await sets.reconcile(NS, "a")  # the queue's retry: the ConfigMap read afresh
+    assert api.obj("configmaps", NS, "a")["data"]["F"] == "false"  # type: ignore[index]

@@ -274,6 +274,15 @@ class FlagSetReconciler:
         known, seen = self._owned.lookup(namespace, cm_name) if self._owned else (False, None)
         if seen is not None and seen.matches(desired):
             return None, None  # as wanted, as far as the watch has told: nothing to write
+        uid = body["metadata"]["uid"]
+        if seen is not None and logic.owned_by({"metadata": seen.metadata}, uid):
+            # This set's own, as the watch saw it: updated without reading it first.
+            update = seen.update_to(desired)
+            assert update is not None  # it does not match
+            served = await self._update_configmap(
+                body, path, update, intact=seen.intact, spec=spec, resolution=resolution, now=now
+            )
+            return None, served
         existing = None if known and seen is None else await self._kube.get(path)
         revision: int | None = None
         if existing is None:
@@ -282,7 +291,7 @@ class FlagSetReconciler:
             )
             if existing is None:
                 return None, revision
-        owned = logic.owned_by(existing, body["metadata"]["uid"])
+        owned = logic.owned_by(existing, uid)
         adopting = not owned and logic.left_by_predecessor(existing, body["metadata"]["name"])
         if not owned and not adopting:
             owner = next(iter(existing["metadata"].get("ownerReferences") or []), None)
@@ -293,13 +302,15 @@ class FlagSetReconciler:
             ), None
         patch = logic.configmap_patch(existing, desired)
         if patch is not None:
-            if patch.get("data"):
-                revision = await self._record_revision(body, spec, resolution, now)
-            updated = await self._kube.patch(path, patch)
-            if self._owned:
-                self._owned.remember(updated)
-            if patch.get("data") and not logic.configmap_intact(existing):
-                await self._drift(body, f"ConfigMap {cm_name} was edited by hand; put the served values back")
+            revision = await self._update_configmap(
+                body,
+                path,
+                patch,
+                intact=logic.configmap_intact(existing),
+                spec=spec,
+                resolution=resolution,
+                now=now,
+            )
         if adopting:
             await self._events.emit(
                 body,
@@ -308,6 +319,43 @@ class FlagSetReconciler:
                 note=f"Adopted ConfigMap {cm_name}, written by an earlier FeatureFlagSet of this name",
             )
         return None, revision
+
+    async def _update_configmap(
+        self,
+        body: dict[str, Any],
+        path: str,
+        patch: dict[str, Any],
+        *,
+        intact: bool,
+        spec: FeatureFlagSetSpec,
+        resolution: logic.Resolution,
+        now: datetime.datetime,
+    ) -> int | None:
+        """Patch the ConfigMap, a revision recorded first when its data changes (revisions beyond
+        the history limit deleted after, off the path of the change); the revision now served."""
+        revision: int | None = None
+        stale: list[str] = []
+        if patch.get("data"):
+            revision, stale = await self._record_revision(body, spec, resolution, now)
+        try:
+            updated = await self._kube.patch(path, patch)
+        except kube.ApiError as err:
+            if err.conflict and self._owned:
+                namespace, name = body["metadata"]["namespace"], path.rsplit("/", 1)[-1]
+                self._owned.forget(namespace, name)  # changed since the watch saw it
+            raise
+        if self._owned:
+            self._owned.remember(updated)
+        if patch.get("data") and not intact:
+            name = updated["metadata"]["name"]
+            await self._drift(body, f"ConfigMap {name} was edited by hand; put the served values back")
+        await self._prune(body["metadata"]["namespace"], stale)
+        return revision
+
+    async def _prune(self, namespace: str, revisions: list[str]) -> None:
+        for stale in revisions:
+            with contextlib.suppress(kube.ApiError):
+                await self._kube.delete(kube.CONTROLLER_REVISIONS.path(namespace, stale))
 
     async def _create_configmap(
         self,
@@ -322,7 +370,9 @@ class FlagSetReconciler:
         """Create the ConfigMap, its revision recorded first; the revision, and the ConfigMap
         found in the way if one exists already (not flagops', so not watched; or just made)."""
         namespace, cm_name = desired["metadata"]["namespace"], desired["metadata"]["name"]
-        revision = await self._record_revision(body, spec, resolution, now, first=previous.revision is None)
+        revision, stale = await self._record_revision(
+            body, spec, resolution, now, first=previous.revision is None
+        )
         try:
             created = await self._kube.create(kube.CONFIGMAPS.path(namespace), desired)
         except kube.ApiError as err:
@@ -337,6 +387,7 @@ class FlagSetReconciler:
         written = previous.config_map
         if written is not None and written.name == cm_name and written.hash:
             await self._drift(body, f"ConfigMap {cm_name} was deleted; re-created it")
+        await self._prune(namespace, stale)
         return revision, None
 
     async def _record_revision(
@@ -347,10 +398,11 @@ class FlagSetReconciler:
         now: datetime.datetime,
         *,
         first: bool = False,
-    ) -> int:
+    ) -> tuple[int, list[str]]:
         """Before new values are served: a ControllerRevision for them, unless the latest stored
-        one has them already (a pass cut short after recording it). Older ones beyond the
-        set's revisionHistoryLimit are deleted. Returns the revision now served.
+        one has them already (a pass cut short after recording it). Returns the revision now
+        served, and the older ones beyond the set's revisionHistoryLimit, to delete once the
+        values are served.
 
         `first`: the set has recorded no revision yet, as far as its status says; revision 1
         is created without listing first, and only if it exists already (a status wiped, a
@@ -376,7 +428,7 @@ class FlagSetReconciler:
                 if not err.conflict:
                     raise
             else:
-                return 1
+                return 1, []
         listed = await self._kube.list(
             kube.CONTROLLER_REVISIONS.path(namespace), label_selector=logic.revision_selector(name)
         )
@@ -396,12 +448,10 @@ class FlagSetReconciler:
         )
         if created is None:
             assert latest is not None
-            return latest.number
+            return latest.number, []
         await self._kube.create(kube.CONTROLLER_REVISIONS.path(namespace), created)
-        for stale in logic.revisions_to_prune(revisions, keep=spec.revision_history_limit - 1):
-            with contextlib.suppress(kube.ApiError):
-                await self._kube.delete(kube.CONTROLLER_REVISIONS.path(namespace, stale))
-        return int(created["revision"])
+        stale = logic.revisions_to_prune(revisions, keep=spec.revision_history_limit - 1)
+        return int(created["revision"]), stale
 
     async def _drift(
         self,

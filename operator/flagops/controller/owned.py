@@ -38,6 +38,8 @@ class Seen:
     resource_version: str
     metadata: dict[str, Any]
     data_digest: str
+    keys: frozenset[str]  # of its data
+    intact: bool  # its data is what its hash annotation says flagops wrote
 
     @classmethod
     def of(cls, obj: Mapping[str, Any]) -> Seen:
@@ -46,7 +48,22 @@ class Seen:
             resource_version=str(meta.get("resourceVersion") or ""),
             metadata={k: meta[k] for k in ("labels", "annotations", "ownerReferences") if k in meta},
             data_digest=fs.sha256(obj.get("data") or {}),
+            keys=frozenset(obj.get("data") or {}),
+            intact=fs.configmap_intact(obj),
         )
+
+    def update_to(self, desired: Mapping[str, Any]) -> dict[str, Any] | None:
+        """A merge patch taking the ConfigMap as seen to `desired`, guarded by the resourceVersion
+        seen (a ConfigMap changed since fails with a conflict): every desired value, the keys no
+        longer desired removed. None if nothing differs."""
+        data = desired["data"]
+        unchanged = self.data_digest == fs.sha256(data)
+        old = {"metadata": self.metadata, "data": data if unchanged else dict.fromkeys(self.keys)}
+        patch = fs.configmap_patch(old, desired)
+        if patch is None:
+            return None
+        patch.setdefault("metadata", {})["resourceVersion"] = self.resource_version
+        return patch
 
     def matches(self, desired: Mapping[str, Any]) -> bool:
         """Whether writing `desired` would change nothing (fs.configmap_patch finds no change)."""
@@ -81,6 +98,12 @@ class OwnedWatcher:
         path = self._scopes.get(meta.get("namespace")) or self._scopes.get(None)
         if path is not None:
             self._store(path, obj)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """What was seen is stale (a write guarded by it conflicted): the next pass reads afresh."""
+        path = self._scopes.get(namespace) or self._scopes.get(None)
+        if path is not None:
+            self._seen_by_path[path].pop((namespace, name), None)
 
     def _store(self, path: str, obj: Mapping[str, Any]) -> None:
         meta = obj.get("metadata") or {}

@@ -79,8 +79,13 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
         # kopf waits for every task of the loop before it returns: stop ours first.
         await controller.stop()
 
+    # Every handler is a coroutine: kopf runs a plain function in a thread pool, and these touch
+    # the controller's queue and indexes, which belong to the event loop (and a thread hop per
+    # event costs more than the handler itself).
     @kopf.on.event(GROUP, VERSION, "featureflagsets", registry=registry)
-    def flagset_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    async def flagset_event(
+        *, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any
+    ) -> None:
         if namespace is None:
             return
         key, triggers = Key("FeatureFlagSet", namespace, name), Key("Triggers", namespace, name)
@@ -99,7 +104,9 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             controller.ensure(triggers)
 
     @kopf.on.event(GROUP, VERSION, "rollbackrequests", registry=registry)
-    def rollback_event(*, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any) -> None:
+    async def rollback_event(
+        *, type: str, name: str, namespace: str | None, body: kopf.Body, **_: Any
+    ) -> None:
         if namespace is None:
             return
         spec = body.get("spec") or {}
@@ -122,7 +129,7 @@ def register(registry: kopf.OperatorRegistry, controller: Controller) -> None:
             controller.enqueue(Key("FeatureFlagSet", namespace, flag_set))
 
     @kopf.on.event(GROUP, VERSION, "rollbackdrills", registry=registry)
-    def drill_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
+    async def drill_event(*, type: str, name: str, namespace: str | None, **_: Any) -> None:
         if namespace is None:
             return
         controller.track(Key("RollbackDrill", namespace, name), deleted=type == "DELETED")
@@ -141,7 +148,7 @@ def _register_workloads(registry: kopf.OperatorRegistry, controller: Controller)
         ("DaemonSet", "daemonsets"),
     ):
 
-        def workload_event(
+        async def workload_event(
             *, name: str, namespace: str | None, body: kopf.Body, _kind: str = kind, **_: Any
         ) -> None:
             if namespace is None:

@@ -49,6 +49,12 @@ ROOT = Path(__file__).resolve().parents[1]
 API = ("flagops.io", "v1alpha1")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
@@ -455,7 +461,7 @@ def bench_scale(
     """`sets` sets of `flags` flags, spread over `namespaces` namespaces, exist before the operator
     (`replicas` processes, `--shards` when above 1) starts: start to all Ready, peak RSS of each,
     the API requests they sent; then `rollbacks` concurrent RollbackRequests."""
-    with environment(workdir) as (_, kubeconfig):
+    with environment(workdir) as (plane, kubeconfig):
         api = config.new_client_from_config(str(kubeconfig))
         core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
         names = ["bench"] if namespaces == 1 else [f"bench-{i}" for i in range(namespaces)]
@@ -482,6 +488,8 @@ def bench_scale(
         sharding = (
             ("--shards", str(shards), "--leader-election-namespace", "flagops-leases") if shards > 1 else ()
         )
+        components = plane.pids()
+        cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
         started = time.monotonic()
         ops = [
             Operator(kubeconfig, workdir / f"operator-{sets}-{i}.log", *sharding, profile=profile)
@@ -490,6 +498,10 @@ def bench_scale(
         try:
             wait("all Ready", lambda: ready_count() == sets, timeout=1800, interval=0.5)
             all_ready_s = time.monotonic() - started
+            # Where the 2 cores went while the sets came up: the operator's share against the
+            # control plane's (the client polling for Ready is included in kube-apiserver's).
+            cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 1) for name, pid in components.items()}
+            cpu["flagops"] = round(sum(cpu_seconds(op.proc.pid) for op in ops), 1)
             requests = sum(op.metric_sum("flagops_api_requests_total") for op in ops)
             result: dict[str, Any] = {
                 "sets": sets,
@@ -503,6 +515,7 @@ def bench_scale(
                 "api_requests": int(requests),
                 "api_requests_per_set": round(requests / sets, 2),
                 "api_requests_by_kind": ops[0].requests_by_kind(),
+                "cpu_s_start_to_all_ready": cpu,
             }
             if rollbacks:
                 started = time.monotonic()

@@ -334,6 +334,10 @@ class ControlPlane:
         self._binaries: dict[str, Path] = {}
         self._bound_to_caller = True
 
+    def pids(self) -> dict[str, int]:
+        """Each running component's process id (kube-apiserver, etcd, ...), for measurements."""
+        return {name: proc.pid for name, proc in self._procs.items() if proc.poll() is None}
+
     # -- lifecycle ---------------------------------------------------------------------
 
     def start(

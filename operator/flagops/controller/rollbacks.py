@@ -612,7 +612,14 @@ class RollbackReconciler:
         objs = await asyncio.gather(
             *(self._kube.get(kube.WORKLOADS[w.kind].path(namespace, w.name)) for w in workloads)
         )
-        current = await self._current_hashes(body, holding=to_new) if workloads else {}
+        planned_hashes = [w.to_hash if to_new else w.from_hash for w in workloads]
+        # Only a workload off its planned hash needs the set read, to see whether it carries the
+        # hash with every lock in force; usually each is on it, or still on the old one.
+        off_plan = any(
+            obj is not None and fs.template_annotations(obj).get(fs.HASH_ANNOTATION) != want
+            for obj, want in zip(objs, planned_hashes, strict=True)
+        )
+        current = await self._current_hashes(body, holding=to_new) if off_plan else {}
         results, done = [], True
         for planned, obj in zip(workloads, objs, strict=True):
             prev = before.get((str(planned.kind), planned.name))

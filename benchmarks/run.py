@@ -96,7 +96,9 @@ def kubectl(kubeconfig: Path, *args: str, stdin: str | None = None) -> str:
 
 
 class Operator:
-    def __init__(self, kubeconfig: Path, log: Path, *args: str, profile: Path | None = None) -> None:
+    def __init__(
+        self, kubeconfig: Path, log: Path, *args: str, profile: Path | None = None, memprobe: bool = False
+    ) -> None:
         self.port = devcluster.free_port()
         self.log = log.open("ab")
         # pyinstrument samples the operator's stacks (wall time, every 5 ms) and writes the
@@ -106,8 +108,7 @@ class Operator:
             [
                 sys.executable,
                 *(profiler if profile else []),
-                "-m",
-                "flagops.cli",
+                *([str(ROOT / "benchmarks" / "memprobe.py")] if memprobe else ["-m", "flagops.cli"]),
                 "run",
                 "--metrics-address",
                 "127.0.0.1",
@@ -457,6 +458,7 @@ def bench_scale(
     replicas: int = 1,
     shards: int = 1,
     profile: Path | None = None,
+    memprobe: bool = False,
 ) -> dict[str, Any]:
     """`sets` sets of `flags` flags, spread over `namespaces` namespaces, exist before the operator
     (`replicas` processes, `--shards` when above 1) starts: start to all Ready, peak RSS of each,
@@ -485,7 +487,13 @@ def bench_scale(
         cpu_before = {name: cpu_seconds(pid) for name, pid in components.items()}
         started = time.monotonic()
         ops = [
-            Operator(kubeconfig, workdir / f"operator-{sets}-{i}.log", *sharding, profile=profile)
+            Operator(
+                kubeconfig,
+                workdir / f"operator-{sets}-{i}.log",
+                *sharding,
+                profile=profile,
+                memprobe=memprobe,
+            )
             for i in range(replicas)
         ]
         try:
@@ -799,7 +807,13 @@ def main() -> int:
                 profile = args.profile.with_suffix(f".scale-{count}.txt") if args.profile else None
                 record(
                     "scale",
-                    bench_scale(work / f"scale-{count}", count, rollbacks=rollbacks, profile=profile),
+                    bench_scale(
+                        work / f"scale-{count}",
+                        count,
+                        rollbacks=rollbacks,
+                        profile=profile,
+                        memprobe=args.memprobe,
+                    ),
                 )
         if wanted("shards"):
             for replicas in (1, 3):

@@ -208,11 +208,12 @@ class Watcher:
         self._thread.start()
 
     def _run(self, list_fn: Callable[..., Any], namespace: str) -> None:
-        for event in watch.Watch().stream(list_fn, namespace, timeout_seconds=3600):
-            obj = event["object"]
-            with self.changed:
-                self.latest[obj.metadata.name] = obj
-                self.changed.notify_all()
+        with contextlib.suppress(urllib3.exceptions.HTTPError):  # the control plane stopped
+            for event in watch.Watch().stream(list_fn, namespace, timeout_seconds=3600):
+                obj = event["object"]
+                with self.changed:
+                    self.latest[obj.metadata.name] = obj
+                    self.changed.notify_all()
 
     def until(self, name: str, predicate: Callable[[Any], bool], timeout: float = 30) -> float:
         deadline = time.monotonic() + timeout
@@ -767,6 +768,11 @@ def main() -> int:
     parser.add_argument("--edits", type=int, default=None, help="latency: edits (default 200; quick 50)")
     parser.add_argument("--rounds", type=int, default=None, help="overhead: rounds (default 15; quick 5)")
     parser.add_argument("--sets", type=int, nargs="*", default=None, help="scale: set counts")
+    parser.add_argument(
+        "--memprobe",
+        action="store_true",
+        help="scale: run the operator under tracemalloc (benchmarks/memprobe.py)",
+    )
     parser.add_argument(
         "--profile",
         type=Path,

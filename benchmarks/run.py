@@ -764,8 +764,13 @@ BENCHMARKS = ("latency", "overhead", "scale", "shards", "takeover", "budget")
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("which", choices=(*BENCHMARKS, "all"))
-    parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run of a few minutes")
-    parser.add_argument("--edits", type=int, default=None, help="latency: edits (default 200; quick 50)")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a smoke run under 5 minutes: 30 edits (maxParallel 4), 5 rounds of one flag, 300 sets, "
+        "300 sets sharded, one takeover, no budget",
+    )
+    parser.add_argument("--edits", type=int, default=None, help="latency: edits (default 200; quick 30)")
     parser.add_argument("--rounds", type=int, default=None, help="overhead: rounds (default 15; quick 5)")
     parser.add_argument("--sets", type=int, nargs="*", default=None, help="scale: set counts")
     parser.add_argument(
@@ -781,10 +786,10 @@ def main() -> int:
     )
     args = parser.parse_args()
     quick = args.quick
-    edits = args.edits or (50 if quick else 200)
+    edits = args.edits or (30 if quick else 200)
     rounds = args.rounds or (5 if quick else 15)
-    sizes = args.sets or ([1000] if quick else [100, 1000, 3000, 10000])
-    sharded_sets, sharded_namespaces = (900, 30) if quick else (9000, 90)
+    sizes = args.sets or ([300] if quick else [100, 1000, 3000, 10000])
+    sharded_sets, sharded_namespaces = (300, 15) if quick else (9000, 90)
     results: dict[str, Any] = {
         "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
         "machine": machine(),
@@ -801,7 +806,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="flagops-bench-") as tmp:
         work = Path(tmp)
         if wanted("latency"):
-            for parallel in (1, 4):
+            for parallel in (4,) if quick else (1, 4):
                 record("latency", bench_latency(work / f"latency-{parallel}", edits, parallel))
         if wanted("overhead"):
             for workloads in (1,) if quick else (1, 3):
